@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Human sizes, shared by the config parser and memcoordctl: "157286400", "100M", "1.5G",
+ * "512MiB", "2 GB" are all accepted; suffixes are binary (K = 1024). Printing gives the
+ * shortest exact-enough form: "512M", "1.5G".
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Parses s into bytes. Returns 0, -EINVAL (not a size) or -ERANGE (too large). */
+static inline int mc_parse_size(const char *s, uint64_t *ret_bytes)
+{
+        static const struct {
+                char letter;
+                uint64_t factor;
+        } suffixes[] = {
+                { 'B', 1 },
+                { 'K', UINT64_C(1) << 10 },
+                { 'M', UINT64_C(1) << 20 },
+                { 'G', UINT64_C(1) << 30 },
+                { 'T', UINT64_C(1) << 40 },
+        };
+        const char *p = s;
+        char *end = NULL;
+        uint64_t factor = 1;
+
+        if (!s)
+                return -EINVAL;
+        while (isspace((unsigned char) *p))
+                p++;
+        if (!isdigit((unsigned char) *p) && *p != '.')
+                return -EINVAL; /* also rejects "-1" and "+1" */
+
+        errno = 0;
+        double value = strtod(p, &end);
+        if (errno == ERANGE || end == p || !isfinite(value) || value < 0)
+                return errno == ERANGE ? -ERANGE : -EINVAL;
+        if (strchr(p, 'x') || strchr(p, 'X') || strchr(p, 'e') || strchr(p, 'E') || strchr(p, 'p') ||
+            strchr(p, 'P'))
+                return -EINVAL; /* no hex floats or exponents: sizes are written plainly */
+
+        while (isspace((unsigned char) *end))
+                end++;
+        if (*end != '\0') {
+                char letter = (char) toupper((unsigned char) *end);
+                size_t i;
+
+                for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
+                        if (suffixes[i].letter == letter)
+                                break;
+                if (i == sizeof(suffixes) / sizeof(suffixes[0]))
+                        return -EINVAL;
+                factor = suffixes[i].factor;
+                end++;
+                if (letter != 'B') {
+                        if (*end == 'i')
+                                end++;
+                        if (*end == 'B' || *end == 'b')
+                                end++;
+                }
+                while (isspace((unsigned char) *end))
+                        end++;
+                if (*end != '\0')
+                        return -EINVAL;
+        }
+
+        double bytes = value * (double) factor;
+        if (bytes >= 18446744073709551615.0)
+                return -ERANGE;
+        if (factor == 1 && bytes != floor(bytes))
+                return -EINVAL; /* a fraction of a byte */
+        *ret_bytes = (uint64_t) llround(bytes);
+        return 0;
+}
+
+#define MC_SIZE_MAX_STRLEN 16
+
+/* Formats bytes as "0", "512M", "1.5G", "980K"; one decimal where it is not whole. */
+static inline const char *mc_format_size(char buf[static MC_SIZE_MAX_STRLEN], uint64_t bytes)
+{
+        static const char letters[] = "KMGTPE";
+        double value = (double) bytes;
+        int i = -1;
+
+        while (value >= 1024.0 && i < (int) sizeof(letters) - 2) {
+                value /= 1024.0;
+                i++;
+        }
+        if (i < 0)
+                snprintf(buf, MC_SIZE_MAX_STRLEN, "%llu", (unsigned long long) bytes);
+        else if (value - floor(value) < 0.05 || value >= 100.0)
+                snprintf(buf, MC_SIZE_MAX_STRLEN, "%.0f%c", floor(value + 0.5), letters[i]);
+        else
+                snprintf(buf, MC_SIZE_MAX_STRLEN, "%.1f%c", value, letters[i]);
+        return buf;
+}

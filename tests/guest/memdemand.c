@@ -1,0 +1,444 @@
+/*
+ * memdemand - a deterministic memory workload for the tiny test guest.
+ *
+ * It holds a chosen amount of anonymous memory over time, following a
+ * schedule, and reports what it holds once per second on stdout (which the
+ * guest's /init points at the serial console).
+ *
+ * Where the schedule comes from:
+ *   memdemand SCHEDULE         the first argument, if given (handy on a host);
+ *   otherwise the `memdemand=SCHEDULE` parameter of /proc/cmdline.
+ *   An absent or empty schedule means: idle forever.
+ *
+ * Grammar:
+ *   SCHEDULE := STEP { "," STEP }
+ *   STEP     := "idle"  [ ":" SECS ]        hold what is held, phase "idle"
+ *             | "hold"  [ ":" SECS ]        hold what is held, phase "hold"
+ *             | "ramp"  ":" SIZE ":" SECS   move linearly to SIZE over SECS
+ *             | "to"    ":" SIZE ":" SECS   same as ramp (phase "to"); meant
+ *                                           for going down as well as up
+ *             | "jump"  ":" SIZE            move to SIZE at once
+ *             | "free"                      release everything at once
+ *   SIZE     := [ "+" | "-" ] DIGITS [ "M" | "G" ]
+ *               MiB by default ("G" = GiB). A plain SIZE is the absolute
+ *               amount to hold; "+N" / "-N" are relative to what the step
+ *               starts from (the target of the previous step).
+ *   SECS     := DIGITS [ "." DIGITS ]       seconds
+ *   idle/hold without SECS last forever (and must be the last step).
+ *
+ *   Example: memdemand=idle:20,ramp:400:40,hold:30,free,idle:60
+ *   waits 20 s, grows to 400 MiB over 40 s, holds 30 s, frees it all and
+ *   waits 60 s.
+ *
+ * Timeline: steps are laid end to end on a fixed timeline that starts at
+ * t=0 (the "memdemand: ready" line); jump and free take no time on it. When
+ * touching memory is slower than the schedule (a big jump under TCG), the
+ * program catches up as fast as it can, but later steps keep their start
+ * times, so the guest's demand over time is the same on every run.
+ *
+ * Memory is held in 1 MiB anonymous mappings (MAP_POPULATE), every page of
+ * which is written, so it is really resident; shrinking munmaps whole chunks.
+ *
+ * Console lines:
+ *   memdemand: schedule <text>                 once, the parsed schedule
+ *   memdemand: ready                           once, at t=0
+ *   memdemand: step N <text> t=T               when step N starts
+ *   memdemand t=T held_mib=M phase=P           once per second
+ *   memdemand: done                            when the schedule has ended;
+ *                                              the program then exits, which
+ *                                              releases what it still holds
+ *   memdemand: error <text>                    bad schedule (exit status 2)
+ *
+ * When the program dies from a signal (the OOM killer's SIGKILL) the guest's
+ * /init prints "memdemand: killed by signal N".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK_BYTES (1024UL * 1024UL)
+#define MAX_STEPS 256
+#define MAX_MIB (1024L * 1024L) /* 1 TiB: a sanity cap on sizes */
+#define TICK_NS 50000000L       /* 50 ms between adjustments */
+
+enum kind { K_IDLE, K_HOLD, K_RAMP, K_TO, K_JUMP, K_FREE };
+
+static const char *const kind_names[] = {
+	[K_IDLE] = "idle", [K_HOLD] = "hold", [K_RAMP] = "ramp",
+	[K_TO] = "to",     [K_JUMP] = "jump", [K_FREE] = "free",
+};
+
+struct step {
+	enum kind kind;
+	long size_mib;   /* as written (may be relative) */
+	int relative;    /* size_mib is +/- relative */
+	double secs;     /* duration; < 0 means forever */
+	/* resolved by plan(): */
+	double start;    /* start time on the timeline */
+	long from_mib;   /* target at the start of the step */
+	long to_mib;     /* target at the end of the step */
+};
+
+static struct step steps[MAX_STEPS];
+static int nsteps;
+
+static void **chunks;
+static long nchunks, chunk_cap;
+static long page_size;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die_schedule(const char *what, const char *tok)
+{
+	printf("memdemand: error %s: '%s'\n", what, tok);
+	fflush(stdout);
+	exit(2);
+}
+
+static int parse_secs(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	if (!*s || !(*s >= '0' && *s <= '9'))
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end || v < 0 || v > 1e7)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_size(const char *s, long *out, int *relative)
+{
+	long sign = 1, mult = 1, v;
+	char *end;
+
+	*relative = 0;
+	if (*s == '+' || *s == '-') {
+		sign = *s == '-' ? -1 : 1;
+		*relative = 1;
+		s++;
+	}
+	if (!(*s >= '0' && *s <= '9'))
+		return -EINVAL;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	if (*end == 'M' || *end == 'm') {
+		end++;
+	} else if (*end == 'G' || *end == 'g') {
+		mult = 1024;
+		end++;
+	}
+	if (*end || v > MAX_MIB / mult)
+		return -EINVAL;
+	*out = sign * v * mult;
+	return 0;
+}
+
+/* Split STEP at ':' into at most 3 fields; returns the field count. */
+static int split_fields(char *tok, char *f[3])
+{
+	int n = 0;
+	char *p = tok;
+
+	f[n++] = p;
+	while ((p = strchr(p, ':'))) {
+		*p++ = '\0';
+		if (n == 3)
+			return -1;
+		f[n++] = p;
+	}
+	return n;
+}
+
+static void parse_schedule(char *sched)
+{
+	char *save = NULL, *tok;
+
+	for (tok = strtok_r(sched, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char orig[128], *f[3];
+		struct step *st;
+		int n;
+
+		snprintf(orig, sizeof(orig), "%s", tok);
+		if (nsteps == MAX_STEPS)
+			die_schedule("too many steps", orig);
+		st = &steps[nsteps];
+		memset(st, 0, sizeof(*st));
+		n = split_fields(tok, f);
+		if (n < 0)
+			die_schedule("too many fields", orig);
+
+		if (!strcmp(f[0], "idle") || !strcmp(f[0], "hold")) {
+			st->kind = !strcmp(f[0], "idle") ? K_IDLE : K_HOLD;
+			st->secs = -1;
+			if (n == 3 || (n == 2 && parse_secs(f[1], &st->secs) < 0))
+				die_schedule("expected idle[:SECS] or hold[:SECS]", orig);
+		} else if (!strcmp(f[0], "ramp") || !strcmp(f[0], "to")) {
+			st->kind = !strcmp(f[0], "ramp") ? K_RAMP : K_TO;
+			if (n != 3 || parse_size(f[1], &st->size_mib, &st->relative) < 0 ||
+			    parse_secs(f[2], &st->secs) < 0)
+				die_schedule("expected ramp:SIZE:SECS or to:SIZE:SECS", orig);
+		} else if (!strcmp(f[0], "jump")) {
+			st->kind = K_JUMP;
+			if (n != 2 || parse_size(f[1], &st->size_mib, &st->relative) < 0)
+				die_schedule("expected jump:SIZE", orig);
+		} else if (!strcmp(f[0], "free")) {
+			st->kind = K_FREE;
+			if (n != 1)
+				die_schedule("expected free", orig);
+		} else if (f[0][0] == '\0' && n == 1) {
+			continue; /* tolerate empty steps: "a,,b" or a trailing comma */
+		} else {
+			die_schedule("unknown step", orig);
+		}
+		nsteps++;
+	}
+}
+
+/* Resolve start times and targets; reject "forever" before the end. */
+static void plan(void)
+{
+	double t = 0;
+	long cur = 0;
+	int i;
+
+	for (i = 0; i < nsteps; i++) {
+		struct step *st = &steps[i];
+
+		if (i > 0 && steps[i - 1].secs < 0)
+			die_schedule("a step follows one that lasts forever",
+				     kind_names[st->kind]);
+		st->start = t;
+		st->from_mib = cur;
+		switch (st->kind) {
+		case K_IDLE:
+		case K_HOLD:
+			st->to_mib = cur;
+			break;
+		case K_RAMP:
+		case K_TO:
+		case K_JUMP:
+			st->to_mib = st->relative ? cur + st->size_mib : st->size_mib;
+			if (st->to_mib < 0)
+				st->to_mib = 0;
+			if (st->kind == K_JUMP)
+				st->secs = 0;
+			break;
+		case K_FREE:
+			st->to_mib = 0;
+			st->secs = 0;
+			break;
+		}
+		cur = st->to_mib;
+		if (st->secs > 0)
+			t += st->secs;
+	}
+}
+
+static void format_step(const struct step *st, char *buf, size_t len)
+{
+	switch (st->kind) {
+	case K_IDLE:
+	case K_HOLD:
+		if (st->secs < 0)
+			snprintf(buf, len, "%s", kind_names[st->kind]);
+		else
+			snprintf(buf, len, "%s:%g", kind_names[st->kind], st->secs);
+		break;
+	case K_RAMP:
+	case K_TO:
+		snprintf(buf, len, "%s:%ld:%g", kind_names[st->kind], st->to_mib, st->secs);
+		break;
+	case K_JUMP:
+		snprintf(buf, len, "jump:%ld", st->to_mib);
+		break;
+	case K_FREE:
+		snprintf(buf, len, "free");
+		break;
+	}
+}
+
+/* Target in MiB for step st at timeline time t (t >= st->start). */
+static long step_target(const struct step *st, double t)
+{
+	double frac;
+
+	if (st->kind != K_RAMP && st->kind != K_TO)
+		return st->to_mib;
+	if (st->secs <= 0)
+		return st->to_mib;
+	frac = (t - st->start) / st->secs;
+	if (frac >= 1)
+		return st->to_mib;
+	if (frac <= 0)
+		return st->from_mib;
+	return st->from_mib + (long)((double)(st->to_mib - st->from_mib) * frac);
+}
+
+static int grow_one(void)
+{
+	unsigned char *p;
+	unsigned long off;
+
+	if (nchunks == chunk_cap) {
+		long ncap = chunk_cap ? chunk_cap * 2 : 1024;
+		void **n = realloc(chunks, (size_t)ncap * sizeof(*chunks));
+
+		if (!n)
+			return -ENOMEM;
+		chunks = n;
+		chunk_cap = ncap;
+	}
+	p = mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	/*
+	 * MAP_POPULATE faults the chunk in with one call (page faults are dear
+	 * under TCG); the write per page makes sure every page holds data.
+	 */
+	for (off = 0; off < CHUNK_BYTES; off += (unsigned long)page_size)
+		p[off] = (unsigned char)(0x5a ^ (off >> 12));
+	chunks[nchunks++] = p;
+	return 0;
+}
+
+static void shrink_one(void)
+{
+	if (nchunks == 0)
+		return;
+	munmap(chunks[--nchunks], CHUNK_BYTES);
+}
+
+static char *schedule_from_cmdline(void)
+{
+	static char buf[4096];
+	ssize_t n;
+	char *p, *end;
+	int fd;
+
+	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	/* Find "memdemand=" at the start of a parameter. */
+	for (p = buf; (p = strstr(p, "memdemand=")); p++) {
+		if (p == buf || p[-1] == ' ' || p[-1] == '\t')
+			break;
+	}
+	if (!p)
+		return NULL;
+	p += strlen("memdemand=");
+	if (*p == '"') {
+		p++;
+		end = strchr(p, '"');
+	} else {
+		end = p + strcspn(p, " \t\n");
+	}
+	if (end)
+		*end = '\0';
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	char *sched, text[64];
+	double t0, next_report = 0, t = 0, last_fail = -10;
+	int cur_step = -1, i;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	page_size = sysconf(_SC_PAGESIZE);
+	if (page_size <= 0)
+		page_size = 4096;
+
+	sched = argc > 1 ? strdup(argv[1]) : schedule_from_cmdline();
+	if (sched)
+		parse_schedule(sched);
+	plan();
+
+	printf("memdemand: schedule");
+	for (i = 0; i < nsteps; i++) {
+		format_step(&steps[i], text, sizeof(text));
+		printf("%s%s", i ? "," : " ", text);
+	}
+	printf("%s\n", nsteps ? "" : " (none: idle forever)");
+	printf("memdemand: ready\n");
+
+	t0 = now_s();
+	for (;;) {
+		const struct step *st;
+		long target;
+		struct timespec ts = { 0, TICK_NS };
+
+		t = now_s() - t0;
+		/* Enter every step whose start has come (zero-length ones too). */
+		while (cur_step + 1 < nsteps && steps[cur_step + 1].start <= t) {
+			cur_step++;
+			format_step(&steps[cur_step], text, sizeof(text));
+			printf("memdemand: step %d %s t=%.1f\n", cur_step, text, t);
+			if (steps[cur_step].secs != 0)
+				break; /* a step with duration: stay in it */
+		}
+		st = cur_step >= 0 ? &steps[cur_step] : NULL;
+		target = st ? step_target(st, t) : 0;
+
+		/* Move towards the target, reporting on time while we work. */
+		while (nchunks != target) {
+			if (nchunks < target) {
+				int r = grow_one();
+
+				if (r < 0) {
+					if (now_s() - last_fail >= 1) {
+						printf("memdemand: mmap failed: %s\n", strerror(-r));
+						last_fail = now_s();
+					}
+					nanosleep(&ts, NULL);
+					break;
+				}
+			} else {
+				shrink_one();
+			}
+			if (now_s() - t0 >= next_report)
+				break;
+		}
+
+		t = now_s() - t0;
+		if (t >= next_report) {
+			printf("memdemand t=%ld held_mib=%ld phase=%s\n", (long)t, nchunks,
+			       st ? kind_names[st->kind] : "idle");
+			next_report = (double)((long)t + 1);
+		}
+
+		if (nsteps == 0 || (st && st->secs < 0 && nchunks == target)) {
+			/* forever: just keep reporting */
+		} else if (cur_step == nsteps - 1 && nchunks == target &&
+			   t >= st->start + (st->secs > 0 ? st->secs : 0)) {
+			printf("memdemand: done\n");
+			return 0;
+		}
+		if (nchunks == target)
+			nanosleep(&ts, NULL);
+	}
+}
