@@ -19,6 +19,7 @@
 #define MC_ERROR_INVALID_ARGUMENT "org.memcoord.Error.InvalidArgument"
 #define MC_ERROR_NO_SUCH_DOMAIN "org.memcoord.Error.NoSuchDomain"
 #define MC_ERROR_NOT_CONNECTED "org.memcoord.Error.NotConnected"
+#define MC_ERROR_BAD_CONFIG "org.memcoord.Error.BadConfig"
 
 #define MC_DEFAULT_URI "qemu:///system"
 #define MC_DEFAULT_CONFIG_FILE "/etc/memcoord/memcoord.conf"
