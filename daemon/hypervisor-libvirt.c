@@ -462,6 +462,11 @@ int mc_hypervisor_collect(McHypervisor *h, unsigned stats_period_sec, McDomainSt
         }
         virDomainStatsRecordListFree(records);
 
+        /* A balloon of 0 KiB is not a reading: never decide from it. */
+        for (int i = 0; i < n; i++)
+                if (out[i].actual_kib == 0)
+                        out[i].has_balloon = false;
+
         /* Forget guests that are gone. */
         GHashTableIter it;
         gpointer v;
