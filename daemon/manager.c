@@ -263,8 +263,21 @@ static void update_domain(McManager *m, McDomain *d, const McDomainStats *st, ui
         if (d->status != old_status && d->status != MC_GUEST_MANAGED)
                 mc_log_info("%s: %s, left alone", d->name, mc_guest_status_to_string(d->status));
 
-        /* Our last target: reached, overtaken by the guest, or given up. */
-        if (d->target_kib > 0 && d->status == MC_GUEST_MANAGED) {
+        /*
+         * Our last target: overtaken by the guest, reached, or given up. The guest overtook it
+         * when its balloon grew past it (or grew with no target of ours): autodeflate under
+         * memory pressure. Such a guest is taken as it now is, not pushed back this tick.
+         */
+        d->moved_externally = false;
+        if (d->status != MC_GUEST_MANAGED)
+                return;
+        if (d->has_prev && d->actual_kib > d->prev_actual_kib + band &&
+            (d->target_kib == 0 || d->actual_kib > d->target_kib + band)) {
+                d->moved_externally = true;
+                d->target_kib = 0;
+                mc_log_info("%s: balloon grew to %llu MiB without us; taken as it is", d->name,
+                            (unsigned long long) d->actual_kib / 1024);
+        } else if (d->target_kib > 0) {
                 uint64_t diff = d->actual_kib > d->target_kib ? d->actual_kib - d->target_kib
                                                                : d->target_kib - d->actual_kib;
                 if (diff < band)
@@ -278,16 +291,7 @@ static void update_domain(McManager *m, McDomain *d, const McDomainStats *st, ui
         }
 }
 
-/* The guest's balloon grew without us (autodeflate under OOM): take it as it is. */
-static bool moved_externally(const McManager *m, const McDomain *d)
-{
-        uint64_t band = m->config->policy.dead_band_kib;
-
-        return d->has_prev && d->actual_kib > d->prev_actual_kib + band &&
-               (d->target_kib == 0 || d->actual_kib > d->target_kib + band);
-}
-
-static void fill_guest(const McManager *m, McDomain *d, McGuest *g)
+static void fill_guest(const McManager *m, const McDomain *d, McGuest *g)
 {
         const McDomainConfig *c = mc_config_get_domain(m->config, d->name);
 
@@ -303,15 +307,8 @@ static void fill_guest(const McManager *m, McDomain *d, McGuest *g)
                 .has_prev = d->has_prev,
                 .prev_unused_kib = d->prev_unused_kib,
                 .last_target_kib = d->target_kib,
+                .moved_externally = d->moved_externally,
         };
-        if (d->status == MC_GUEST_MANAGED && moved_externally(m, d)) {
-                g->moved_externally = true;
-                g->last_target_kib = 0;
-                if (d->target_kib > 0)
-                        mc_log_info("%s: balloon moved by the guest to %llu MiB; taken as it is", d->name,
-                                    (unsigned long long) d->actual_kib / 1024);
-                d->target_kib = 0;
-        }
 }
 
 static void apply_decision(McManager *m, McDomain *d, const McDecision *dec, uint64_t now_mono)
@@ -366,8 +363,11 @@ int mc_manager_tick(McManager *m)
 
                 if (!d)
                         d = add_domain(m, stats[i].uuid, stats[i].name);
+                McGuestStatus old_status = d->status;
+                uint64_t old_max = d->max_kib;
                 update_domain(m, d, &stats[i], now_mono, now_real);
-                if (m->listener.domain_changed)
+                /* The figures change every tick and are not signalled; status and limits are. */
+                if ((d->status != old_status || d->max_kib != old_max) && m->listener.domain_changed)
                         m->listener.domain_changed(m->listener_userdata, d);
         }
         mc_domain_stats_free_array(stats, n_stats);

@@ -41,6 +41,7 @@ typedef struct McDomain {
         uint64_t target_set_usec;     /* CLOCK_MONOTONIC when it was set */
         uint64_t last_change_usec;    /* CLOCK_REALTIME of our last change; 0 = never */
         McReason last_reason;
+        bool moved_externally;        /* this tick: the balloon grew without us */
 
         McFreshness freshness;
         bool has_prev;
