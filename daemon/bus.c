@@ -8,6 +8,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "memcoord-build.h"
 #include "log.h"
 #include "memcoord/errors.h"
 #include "memcoord/macro.h"

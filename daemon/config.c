@@ -94,6 +94,34 @@ static unsigned line_of(const char *data, const char *group, const char *key)
         return 0;
 }
 
+/*
+ * GKeyFile's syntax errors quote the offending line ("... line “foo” which is not ...") but do
+ * not number it: find it. A file that does not start with a group fails at its first line that
+ * is neither blank nor a comment.
+ */
+static unsigned line_of_syntax_error(const char *data, const char *message)
+{
+        static const char open_quote[] = "\u201c", close_quote[] = "\u201d";
+        const char *open = strstr(message, open_quote);
+        const char *close = open ? strstr(open, close_quote) : NULL;
+        g_auto(GStrv) lines = g_strsplit(data, "\n", -1);
+        g_autofree char *quoted = NULL;
+
+        if (open && close) {
+                open += strlen(open_quote);
+                quoted = g_strstrip(g_strndup(open, (gsize) (close - open)));
+        }
+        for (unsigned i = 0; lines[i]; i++) {
+                g_autofree char *line = g_strstrip(g_strdup(lines[i]));
+
+                if (quoted && g_str_equal(line, quoted))
+                        return i + 1;
+                if (!quoted && line[0] != '\0' && line[0] != '#')
+                        return i + 1;
+        }
+        return 1;
+}
+
 typedef struct Parser {
         const char *data;
         const char *origin;
@@ -235,7 +263,7 @@ static gboolean parse_domain(Parser *p, McConfig *c, const char *group)
         g_auto(GStrv) keys = g_key_file_get_keys(p->kf, group, NULL, NULL);
         McDomainConfig d = {};
 
-        if (name[0] == '\0' || strchr(name, ' '))
+        if (name[0] == '\0')
                 return parse_fail(p, group, NULL, "[%s]: expected [Domain NAME] with a guest name", group);
 
         const McDomainConfig *old = mc_config_get_domain(c, name);
@@ -251,11 +279,12 @@ static gboolean parse_domain(Parser *p, McConfig *c, const char *group)
                 else if (g_str_equal(k, "Max"))
                         ok = get_size_kib(p, group, k, true, &d.max_kib);
                 else if (g_str_equal(k, "Weight")) {
-                        double w;
-                        ok = get_double(p, group, k, 1, MC_WEIGHT_MAX, &w);
+                        double w = 0;
+                        ok = get_double(p, group, k, 0, MC_WEIGHT_MAX, &w);
                         if (ok && w != floor(w))
                                 ok = parse_fail(p, group, k, "Weight: must be a whole number");
-                        d.weight = (unsigned) w;
+                        if (ok)
+                                d.weight = (unsigned) w;
                 } else if (g_str_equal(k, "Exclude"))
                         ok = get_bool(p, group, k, &d.excluded);
                 else
@@ -281,8 +310,8 @@ gboolean mc_config_load_data(McConfig *c, const char *data, const char *origin, 
         Parser p = { .data = data, .origin = origin, .kf = kf, .error = error };
 
         if (!g_key_file_load_from_data(kf, data, (gsize) -1, G_KEY_FILE_NONE, &e)) {
-                /* GKeyFile's own message names the line already. */
-                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_PARSE, "%s: %s", origin, e->message);
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_PARSE, "%s:%u: %s", origin,
+                            line_of_syntax_error(data, e->message), e->message);
                 return FALSE;
         }
 
@@ -369,12 +398,15 @@ gboolean mc_config_save_state(const McConfig *c, const char *path, GError **erro
         g_hash_table_iter_init(&it, c->domains);
         while (g_hash_table_iter_next(&it, NULL, &v)) {
                 const McDomainConfig *d = v;
-                g_autofree char *group = g_strconcat(GROUP_DOMAIN_PREFIX, d->name, NULL);
 
+                /* A group name cannot hold brackets or line breaks: such a guest's settings
+                 * last until the daemon stops. */
+                if (strpbrk(d->name, "[]\n\r"))
+                        continue;
+                g_autofree char *group = g_strconcat(GROUP_DOMAIN_PREFIX, d->name, NULL);
                 set_size(kf, group, "Min", d->min_kib);
                 set_size(kf, group, "Max", d->max_kib);
-                if (d->weight > 0)
-                        g_key_file_set_integer(kf, group, "Weight", (int) d->weight);
+                g_key_file_set_integer(kf, group, "Weight", (int) d->weight);
                 g_key_file_set_boolean(kf, group, "Exclude", d->excluded);
         }
 

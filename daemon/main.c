@@ -14,6 +14,7 @@
 
 #include "bus.h"
 #include "config.h"
+#include "memcoord-build.h"
 #include "libvirt-event.h"
 #include "log.h"
 #include "manager.h"

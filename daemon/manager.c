@@ -269,8 +269,13 @@ static void update_domain(McManager *m, McDomain *d, const McDomainStats *st, ui
          * memory pressure. Such a guest is taken as it now is, not pushed back this tick.
          */
         d->moved_externally = false;
-        if (d->status != MC_GUEST_MANAGED)
+        if (d->status != MC_GUEST_MANAGED) {
+                /* The policy counts a pending grant as in flight whatever the status: only
+                 * as long as it may still land. */
+                if (d->target_kib > 0 && now_mono - d->target_set_usec > TARGET_GIVE_UP_USEC)
+                        d->target_kib = 0;
                 return;
+        }
         if (d->has_prev && d->actual_kib > d->prev_actual_kib + band &&
             (d->target_kib == 0 || d->actual_kib > d->target_kib + band)) {
                 d->moved_externally = true;

@@ -94,7 +94,7 @@ uint64_t mc_guest_floor_kib(const McPolicySettings *s, const McGuest *g)
 /* What the guest holds once the grant we already asked for has landed. */
 static uint64_t committed_kib(const McGuest *g)
 {
-        if (g->status == MC_GUEST_MANAGED && g->last_target_kib > g->actual_kib)
+        if (g->last_target_kib > g->actual_kib)
                 return g->last_target_kib;
         return g->actual_kib;
 }
@@ -138,7 +138,7 @@ static void compute_needs(const McPolicySettings *s, const McGuest *guests, size
                 uint64_t want = (uint64_t) ceil(s->grant_factor *
                                                 (double) (s->domain_threshold_kib - g->unused_kib));
                 uint64_t to = min_u64(g->actual_kib + want, mc_guest_cap_kib(g));
-                uint64_t need = sub_sat(to, committed_kib(g));
+                uint64_t need = sub_sat(to, w[i].to_kib);
 
                 w[i].touched = true;
                 if (need >= s->dead_band_kib)
@@ -235,18 +235,23 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
                        (s->host_budget_kib > 0 && total_actual > s->host_budget_kib);
         sum.host_available_kib = avail;
 
-        /* Bounds first: a guest outside [floor, cap] is brought back. */
+        /*
+         * Bounds first: a guest more than the dead band above its cap is brought down to it (the
+         * admin's max wins over the threshold's protection); one below its floor is raised
+         * within what the host can give, and may still be granted its need on top. A guest
+         * within the dead band of a bound is treated like any other: the later steps never
+         * cross the bounds.
+         */
         for (size_t i = 0; i < n_guests; i++) {
                 const McGuest *g = &guests[i];
                 uint64_t floor_kib = mc_guest_floor_kib(s, g), cap = mc_guest_cap_kib(g);
 
                 if (g->status != MC_GUEST_MANAGED)
                         continue;
-                if (g->actual_kib > cap) {
+                if (g->actual_kib >= cap + s->dead_band_kib) {
                         w[i] = (Work){ .to_kib = cap, .reason = MC_REASON_CLAMP, .touched = true };
-                } else if (g->actual_kib < floor_kib) {
-                        uint64_t up = min_u64(sub_sat(floor_kib, committed_kib(g)), avail);
-                        w[i].touched = true;
+                } else if (g->actual_kib + s->dead_band_kib <= floor_kib) {
+                        uint64_t up = min_u64(sub_sat(floor_kib, w[i].to_kib), avail);
                         if (up > 0) {
                                 w[i].to_kib += up;
                                 w[i].reason = MC_REASON_CLAMP;
@@ -284,7 +289,8 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
         for (size_t i = 0; i < n_guests; i++) {
                 const McGuest *g = &guests[i];
 
-                if (g->status != MC_GUEST_MANAGED || w[i].touched || g->moved_externally)
+                if (g->status != MC_GUEST_MANAGED || w[i].touched || w[i].reason != MC_REASON_NONE ||
+                    g->moved_externally)
                         continue;
                 if (g->unused_kib <= keep)
                         continue;

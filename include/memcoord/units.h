@@ -77,28 +77,41 @@ static inline int mc_parse_size(const char *s, uint64_t *ret_bytes)
                 return -ERANGE;
         if (factor == 1 && bytes != floor(bytes))
                 return -EINVAL; /* a fraction of a byte */
-        *ret_bytes = (uint64_t) llround(bytes);
+        /* bytes < 2^64 here, and a double that large is a whole number: the cast is exact. */
+        *ret_bytes = (uint64_t) floor(bytes + 0.5);
         return 0;
 }
 
 #define MC_SIZE_MAX_STRLEN 16
 
-/* Formats bytes as "0", "512M", "1.5G", "980K"; one decimal where it is not whole. */
+/* Formats bytes as "0", "512M", "1.5G", "980K": the largest unit that keeps the number at or
+ * above 1, one decimal where it is not whole (to one decimal). */
 static inline const char *mc_format_size(char buf[static MC_SIZE_MAX_STRLEN], uint64_t bytes)
 {
         static const char letters[] = "KMGTPE";
         double value = (double) bytes;
         int i = -1;
 
-        while (value >= 1024.0 && i < (int) sizeof(letters) - 2) {
+        /* Divide while the number, rounded to one decimal, would read 1024 or more. */
+        while (value >= 1023.95 && i < (int) sizeof(letters) - 2) {
                 value /= 1024.0;
                 i++;
         }
-        if (i < 0)
+        if (i < 0) {
                 snprintf(buf, MC_SIZE_MAX_STRLEN, "%llu", (unsigned long long) bytes);
-        else if (value - floor(value) < 0.05 || value >= 100.0)
-                snprintf(buf, MC_SIZE_MAX_STRLEN, "%.0f%c", floor(value + 0.5), letters[i]);
-        else
-                snprintf(buf, MC_SIZE_MAX_STRLEN, "%.1f%c", value, letters[i]);
+                return buf;
+        }
+        if (value >= 99.95)
+                snprintf(buf, MC_SIZE_MAX_STRLEN, "%.0f%c", value, letters[i]);
+        else {
+                char num[MC_SIZE_MAX_STRLEN];
+                size_t len;
+
+                snprintf(num, sizeof(num), "%.1f", value);
+                len = strlen(num);
+                if (len > 2 && strcmp(num + len - 2, ".0") == 0)
+                        num[len - 2] = '\0';
+                snprintf(buf, MC_SIZE_MAX_STRLEN, "%s%c", num, letters[i]);
+        }
         return buf;
 }

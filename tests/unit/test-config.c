@@ -266,10 +266,6 @@ static const BadFile bad_files[] = {
           "[Coordinator]\n"
           "URI=\n",
           2, "URI", NULL },
-        { "Weight zero",
-          "[Domain web]\n"
-          "Weight=0\n",
-          2, "Weight", NULL },
         { "Weight not whole",
           "[Domain web]\n"
           "Weight=1.5\n",
