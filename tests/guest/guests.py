@@ -278,7 +278,10 @@ class Guests:
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
             raise GuestError(f"bad guest name {name!r}")
         if schedule:
-            parse_schedule(schedule)      # fail early, not in the guest
+            try:
+                parse_schedule(schedule)  # fail early, not in the guest
+            except ValueError as e:
+                raise GuestError(f"{name}: schedule {schedule!r}: {e}") from None
             if re.search(r"\s|\"", schedule):
                 raise GuestError(f"schedule {schedule!r} must not contain blanks or quotes")
         if current_mib > max_mib:
@@ -393,6 +396,7 @@ class Guests:
         deadline = time.monotonic() + timeout
         seen_line = set()
         last_stats: Dict[str, Dict[str, int]] = {}
+        next_alive_check = time.monotonic() + 2
         while pending:
             for n in list(pending):
                 if n not in seen_line:
@@ -421,6 +425,14 @@ class Guests:
                 last_stats.update(stats)
             if not pending:
                 break
+            if time.monotonic() > next_alive_check:
+                # A guest that is gone will never be ready: say so now.
+                next_alive_check = time.monotonic() + 2
+                dead = pending - set(running_domains(self.uri))
+                if dead:
+                    raise GuestError("guests stopped before they were ready: " + ", ".join(
+                        f"{n}; console {self.guests[n].console} ends:\n"
+                        f"{console_tail(self.guests[n].console)}" for n in sorted(dead)))
             if time.monotonic() > deadline:
                 alive = set(running_domains(self.uri))
                 parts = []
@@ -498,7 +510,8 @@ def destroy_domains(uri: str, names: List[str], timeout: float = 60) -> None:
             _, err = p.communicate()
             print(f"guests: destroy {n}: no answer within {timeout}s", file=sys.stderr)
             continue
-        if p.returncode != 0 and "not found" not in err and "not running" not in err:
+        gone = ("not found", "not running", "failed to get domain", "no domain with matching")
+        if p.returncode != 0 and not any(x in err for x in gone):
             print(f"guests: destroy {n}: {err.strip()}", file=sys.stderr)
 
 

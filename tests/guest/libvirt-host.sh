@@ -110,7 +110,6 @@ do_start() {
 			rm -f "$STATE/libvirtd.started"
 		fi
 	else
-		local t0=$SECONDS
 		libvirtd -d
 		for _ in $(seq 50); do
 			pid=$(libvirtd_pid)
@@ -129,7 +128,7 @@ do_start() {
 		[ $SECONDS -lt $deadline ] || die "$URI did not answer within ${START_TIMEOUT}s"
 		sleep 0.2
 	done
-	log "$URI answers ($(virsh -q -c "$URI" version 2>/dev/null | grep -i 'running hypervisor' | sed 's/.*: *//'))"
+	log "$URI answers after ${SECONDS}s ($(virsh -q -c "$URI" version 2>/dev/null | grep -i 'running hypervisor' | sed 's/.*: *//'))"
 }
 
 # QEMU processes of our guests: libvirt names them with "-name guest=NAME,...".
