@@ -22,7 +22,7 @@ die() { echo "build-guest: error: $*" >&2; exit 1; }
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
 # The guest has no libc: the dynamic busybox of the 'busybox' package won't run there.
-if LC_ALL=C file -b "$BUSYBOX" 2>/dev/null | grep -q dynamically; then
+if readelf -l "$BUSYBOX" 2>/dev/null | grep -q 'program interpreter'; then
 	die "$BUSYBOX is dynamically linked; install busybox-static"
 fi
 
@@ -44,8 +44,13 @@ if [ -z "$deb" ]; then
 	log "downloading $pkg"
 	tmp=$(mktemp -d "$OUT/.dl.XXXXXX")
 	# -o APT::Sandbox::User=root: the _apt user may not write to OUTDIR.
-	(cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "$pkg" >&2) ||
-		{ rm -rf "$tmp"; die "apt-get download $pkg failed"; }
+	dl() { (cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "$pkg" >&2); }
+	if ! dl; then
+		# Stale lists name a version the mirror no longer has: refresh once.
+		log "download failed: running apt-get update and retrying"
+		apt-get update -qq && pkg=$(kernel_pkg) && dl ||
+			{ rm -rf "$tmp"; die "apt-get download $pkg failed"; }
+	fi
 	mv "$tmp"/*.deb "$OUT"/
 	rm -rf "$tmp"
 	deb=$(ls -1t "$OUT"/linux-image-6.1.*-amd64_*_amd64.deb | head -n1)

@@ -205,6 +205,18 @@ class Guest:
     extra: Dict[str, str] = field(default_factory=dict)
 
 
+def _proc_done(p: subprocess.Popen) -> bool:
+    """Has the child exited? Safe inside a signal handler that interrupted
+    p.communicate() (poll() may then find the wait lock taken)."""
+    if p.returncode is not None or p.poll() is not None:
+        return True
+    try:
+        with open(f"/proc/{p.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 # Every guest started by any Guests object, for the atexit/signal teardown.
 _LIVE: Dict[str, "Guests"] = {}
 _LOCK = threading.RLock()
@@ -261,6 +273,7 @@ class Guests:
         self.guests: Dict[str, Guest] = {}
         self.started: List[str] = []
         self._kept = False
+        self._creating: List[subprocess.Popen] = []
 
     # -- definition -------------------------------------------------------
     def add(self, name: Optional[str] = None, schedule: str = "", current_mib: int = 512,
@@ -359,9 +372,10 @@ class Guests:
         # All at once: each create takes ~1 s, mostly waiting on QEMU.
         for n in todo:
             xml_path = os.path.join(self.console_dir, f"{n}.xml")
-            procs.append((n, subprocess.Popen(["virsh", "-q", "-c", self.uri, "create", xml_path],
-                                              stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.PIPE, text=True)))
+            p = subprocess.Popen(["virsh", "-q", "-c", self.uri, "create", xml_path],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            procs.append((n, p))
+            self._creating.append(p)
         errors = []
         for n, p in procs:
             try:
@@ -374,6 +388,7 @@ class Guests:
                 self.guests[n].started_at = time.time()
             else:
                 errors.append(f"virsh create {n}: {err.strip()}")
+        self._creating.clear()
         if errors:
             # The others are still torn down by teardown() / atexit.
             raise GuestError("; ".join(errors))
@@ -481,6 +496,12 @@ class Guests:
             self.started.clear()
             for n in names:
                 _LIVE.pop(n, None)
+        # A signal may land while `virsh create` runs: let those finish first,
+        # or the domain would appear after its destroy.
+        deadline = time.monotonic() + 60
+        for p in list(self._creating):
+            while not _proc_done(p) and time.monotonic() < deadline:
+                time.sleep(0.05)
         destroy_domains(self.uri, names)
 
     def __enter__(self):
