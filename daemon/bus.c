@@ -36,6 +36,13 @@ static char *domain_path(const McDomain *d)
         return path;
 }
 
+/* Settings are kept in KiB. Rounding up keeps a non-zero size non-zero (0 means "none" or
+ * "default") and a size just above a limit above it. */
+static uint64_t bytes_to_kib_up(uint64_t bytes)
+{
+        return bytes / MC_BYTES_PER_KIB + (bytes % MC_BYTES_PER_KIB != 0);
+}
+
 /* The one translation of manager errors into bus errors. */
 static int reply_error(sd_bus_error *error, int r, const char *what, const char *why)
 {
@@ -145,7 +152,7 @@ static int set_size(sd_bus_message *msg, McManager *m, sd_bus_error *error, Size
         r = sd_bus_message_read(msg, "t", &bytes);
         if (r < 0)
                 return r;
-        r = setter(m, mc_bytes_to_kib(bytes), &why);
+        r = setter(m, bytes_to_kib_up(bytes), &why);
         if (r < 0)
                 return reply_error(error, r, what, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -207,7 +214,7 @@ static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_
         r = sd_bus_message_read(msg, "sttu", &domain, &min_bytes, &max_bytes, &weight);
         if (r < 0)
                 return r;
-        r = mc_manager_set_domain_limits(userdata, domain, mc_bytes_to_kib(min_bytes), mc_bytes_to_kib(max_bytes),
+        r = mc_manager_set_domain_limits(userdata, domain, bytes_to_kib_up(min_bytes), bytes_to_kib_up(max_bytes),
                                          weight, &why);
         if (r < 0)
                 return reply_error(error, r, domain, why);

@@ -23,6 +23,7 @@ typedef struct KnownDomain {
         bool has_balloon_device; /* from its XML, read once */
         bool period_tried;       /* we asked for a stats period once */
         uint64_t max_kib;        /* when the bulk record lacks balloon.maximum */
+        uint64_t fixed_actual_kib; /* memory of a guest without a balloon */
         unsigned generation;     /* last collect that saw it */
 } KnownDomain;
 
@@ -332,6 +333,22 @@ static KnownDomain *learn_domain(McHypervisor *h, virDomainPtr dom, const char *
         return k;
 }
 
+/* Max memory (and current memory, for a guest without a balloon), read once per guest. */
+static void learn_fixed_memory(McHypervisor *h, KnownDomain *k, McCallCounters *counters)
+{
+        virDomainInfo info;
+
+        if (k->max_kib > 0)
+                return;
+        counters->other_calls++;
+        if (virDomainGetInfo(k->dom, &info) < 0) {
+                virResetLastError();
+                return;
+        }
+        k->max_kib = info.maxMem;
+        k->fixed_actual_kib = info.memory;
+}
+
 static void read_bulk_record(virDomainStatsRecordPtr rec, McDomainStats *st)
 {
         for (int i = 0; i < rec->nparams; i++) {
@@ -429,7 +446,14 @@ int mc_hypervisor_collect(McHypervisor *h, unsigned stats_period_sec, McDomainSt
 
                 read_bulk_record(records[i], st);
                 if (!k->has_balloon_device) {
+                        /* Without a balloon its memory cannot move: what it had at first
+                         * sight is what it has, and it still counts toward the budget. */
                         st->has_balloon = false;
+                        learn_fixed_memory(h, k, counters);
+                        if (st->actual_kib == 0)
+                                st->actual_kib = k->fixed_actual_kib;
+                        if (st->max_kib == 0)
+                                st->max_kib = k->max_kib;
                         continue;
                 }
                 /* The test driver's bulk records carry no balloon fields: ask per guest. */
@@ -439,13 +463,7 @@ int mc_hypervisor_collect(McHypervisor *h, unsigned stats_period_sec, McDomainSt
                         mc_log_debug("%s: %s", st->name, h->error);
                 }
                 if (st->max_kib == 0) {
-                        if (k->max_kib == 0) {
-                                unsigned long m = virDomainGetMaxMemory(dom);
-                                counters->other_calls++;
-                                if (m == 0)
-                                        virResetLastError();
-                                k->max_kib = m;
-                        }
+                        learn_fixed_memory(h, k, counters);
                         st->max_kib = k->max_kib;
                 }
 

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,8 @@ typedef enum BusKind {
 
 typedef struct Args {
         char *uri;
-        double interval_sec; /* 0 = not given */
+        char *interval;      /* as given, or NULL */
+        double interval_sec; /* parsed; < 0 = not given */
         char *config_path;
         char *state_dir;
         char *bus;
@@ -41,6 +43,7 @@ typedef struct Args {
 static void args_clear(Args *a)
 {
         g_free(a->uri);
+        g_free(a->interval);
         g_free(a->config_path);
         g_free(a->state_dir);
         g_free(a->bus);
@@ -53,7 +56,7 @@ static int parse_args(int argc, char **argv, Args *a)
         GOptionEntry entries[] = {
                 { "connect", 'c', 0, G_OPTION_ARG_STRING, &a->uri, "libvirt URI (default: " MC_DEFAULT_URI ")",
                   "URI" },
-                { "interval", 'i', 0, G_OPTION_ARG_DOUBLE, &a->interval_sec,
+                { "interval", 'i', 0, G_OPTION_ARG_STRING, &a->interval,
                   "Seconds between two ticks, 0.1 to 3600 (default: 1)", "SECONDS" },
                 { "config", 'C', 0, G_OPTION_ARG_FILENAME, &a->config_path,
                   "Config file (default: " MC_DEFAULT_CONFIG_FILE ", if it exists)", "FILE" },
@@ -92,20 +95,26 @@ static int parse_args(int argc, char **argv, Args *a)
                 return -EINVAL;
         }
         if (argc == 2) {
+                if (a->interval) {
+                        fprintf(stderr, "memcoordd: the interval is given twice (argument and --interval)\n");
+                        return -EINVAL;
+                }
+                a->interval = g_strdup(argv[1]);
+        }
+        if (a->interval) {
                 char *end = NULL;
-                double v = g_ascii_strtod(argv[1], &end);
-                if (end == argv[1] || *end != '\0' || !(v > 0)) {
-                        fprintf(stderr, "memcoordd: interval '%s' is not a number of seconds\n", argv[1]);
+                double v = g_ascii_strtod(a->interval, &end);
+                const char *why = NULL;
+
+                if (end == a->interval || *end != '\0' || !isfinite(v))
+                        why = "not a number of seconds";
+                else
+                        why = mc_config_interval_check(v > 0 ? (uint64_t) (v * 1e6 + 0.5) : 0);
+                if (why) {
+                        fprintf(stderr, "memcoordd: interval '%s': %s\n", a->interval, why);
                         return -EINVAL;
                 }
                 a->interval_sec = v;
-        }
-        if (a->interval_sec != 0) {
-                const char *why = mc_config_interval_check((uint64_t) (a->interval_sec * 1e6));
-                if (!(a->interval_sec > 0) || why) {
-                        fprintf(stderr, "memcoordd: --interval: %s\n", why ? why : "must be positive");
-                        return -EINVAL;
-                }
         }
         if (a->bus && !g_str_equal(a->bus, "system") && !g_str_equal(a->bus, "session") &&
             !g_str_equal(a->bus, "none")) {
@@ -147,7 +156,7 @@ static McConfig *load_config(const Args *a, const char *state_path)
                 g_free(c->uri);
                 c->uri = g_strdup(a->uri);
         }
-        if (a->interval_sec > 0)
+        if (a->interval_sec >= 0)
                 c->interval_usec = (uint64_t) (a->interval_sec * 1e6 + 0.5);
         if (a->dry_run)
                 c->dry_run = true;
@@ -180,6 +189,7 @@ static int run(int argc, char **argv)
         sigset_t mask;
         int r, exit_code = 0;
 
+        args.interval_sec = -1;
         if (parse_args(argc, argv, &args) < 0)
                 return EXIT_FAILURE;
         if (args.version) {

@@ -322,7 +322,11 @@ static void apply_decision(McManager *m, McDomain *d, const McDecision *dec, uin
         int r;
 
         if (m->config->dry_run) {
+                /* Logged and signalled as usual; nothing is applied or remembered. */
                 mc_log_balloon(d->name, d->uuid, dec->from_kib, dec->to_kib, reason, true);
+                if (m->listener.balloon_changed)
+                        m->listener.balloon_changed(m->listener_userdata, d, dec->from_kib, dec->to_kib,
+                                                    dec->reason);
                 return;
         }
         r = mc_hypervisor_set_target(m->hypervisor, d->uuid, dec->to_kib, &m->last_calls);
@@ -450,7 +454,8 @@ static int arm_tick_timer(McManager *m)
                         return r;
                 return sd_event_source_set_enabled(m->tick_source, SD_EVENT_ONESHOT);
         }
-        return sd_event_add_time(m->event, &m->tick_source, CLOCK_MONOTONIC, m->next_tick_usec, 0, on_tick_timer,
+        /* Accuracy 1 us: sd-event's default (250 ms) would stretch short intervals. */
+        return sd_event_add_time(m->event, &m->tick_source, CLOCK_MONOTONIC, m->next_tick_usec, 1, on_tick_timer,
                                  m);
 }
 
