@@ -110,13 +110,15 @@ do_start() {
 			rm -f "$STATE/libvirtd.started"
 		fi
 	else
-		libvirtd -d
+		# Keep no pipe of the caller open in the daemon (a CI `| tee` would hang).
+		libvirtd -d </dev/null >>"$STATE/libvirtd.out" 2>&1 ||
+			die "libvirtd -d failed: $(tail -n 5 "$STATE/libvirtd.out")"
 		for _ in $(seq 50); do
 			pid=$(libvirtd_pid)
 			[ -n "$pid" ] && break
 			sleep 0.1
 		done
-		[ -n "$pid" ] || die "libvirtd did not start (see /var/log/libvirt)"
+		[ -n "$pid" ] || die "libvirtd did not start: $(tail -n 5 "$STATE/libvirtd.out")"
 		echo "$pid" >"$STATE/libvirtd.started"
 		log "started libvirtd (pid $pid)"
 	fi
