@@ -82,7 +82,7 @@ static inline int mc_parse_size(const char *s, uint64_t *ret_bytes)
         return 0;
 }
 
-#define MC_SIZE_MAX_STRLEN 16
+#define MC_SIZE_MAX_STRLEN 21 /* "18446744073709551615" and its NUL */
 
 /* Formats bytes as "0", "512M", "1.5G", "980K": the largest unit that keeps the number at or
  * above 1, one decimal where it is not whole (to one decimal). */
