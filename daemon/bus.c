@@ -329,8 +329,6 @@ static int enumerate_domains(sd_bus *bus, const char *prefix, void *userdata, ch
         return 0;
 }
 
-static McManager *bus_manager;
-
 static int property_domain(sd_bus *bus, const char *path, const char *interface, const char *property,
                            sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
@@ -339,7 +337,7 @@ static int property_domain(sd_bus *bus, const char *path, const char *interface,
         unsigned weight;
         bool excluded;
 
-        mc_manager_domain_limits(bus_manager, d, &min_kib, &max_kib, &weight, &excluded);
+        mc_manager_domain_limits(d->manager, d, &min_kib, &max_kib, &weight, &excluded);
         if (g_str_equal(property, "Name"))
                 return sd_bus_message_append(reply, "s", d->name);
         if (g_str_equal(property, "UUID"))
@@ -459,7 +457,6 @@ int mc_bus_new(sd_bus *bus, McManager *m, McBus **ret)
 
         b->bus = sd_bus_ref(bus);
         b->manager = m;
-        bus_manager = m;
 
         r = sd_bus_add_object_vtable(bus, &b->slots[0], MC_MANAGER_PATH, MC_MANAGER_INTERFACE, manager_vtable, m);
         if (r >= 0)
@@ -496,7 +493,6 @@ McBus *mc_bus_free(McBus *b)
         for (size_t i = 0; i < ELEMENTSOF(b->slots); i++)
                 b->slots[i] = sd_bus_slot_unref(b->slots[i]);
         sd_bus_unref(b->bus);
-        bus_manager = NULL;
         g_free(b);
         return NULL;
 }

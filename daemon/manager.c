@@ -56,6 +56,7 @@ static McDomain *add_domain(McManager *m, const char *uuid, const char *name)
 {
         McDomain *d = g_new0(McDomain, 1);
 
+        d->manager = m;
         d->uuid = g_strdup(uuid);
         d->name = g_strdup(name ? name : uuid);
         d->status = MC_GUEST_STALE;

@@ -25,7 +25,10 @@ typedef enum McState {
         _MC_STATE_MAX,
 } McState;
 
+typedef struct McManager McManager;
+
 typedef struct McDomain {
+        McManager *manager; /* the manager that owns this record */
         char *uuid;
         char *name;
         McGuestStatus status;
@@ -61,7 +64,7 @@ typedef struct McManagerListener {
         void (*properties_changed)(void *userdata, const char *const *names);
 } McManagerListener;
 
-typedef struct McManager {
+struct McManager {
         sd_event *event;
         McConfig *config;  /* effective settings: config file, then state file */
         char *config_path; /* NULL = none */
@@ -78,7 +81,7 @@ typedef struct McManager {
 
         McManagerListener listener;
         void *listener_userdata;
-} McManager;
+};
 
 /* Takes ownership of config. */
 int mc_manager_new(sd_event *e, McConfig *config, const char *config_path, const char *state_path,
