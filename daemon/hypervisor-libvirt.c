@@ -37,6 +37,7 @@ struct McHypervisor {
         bool connected;
         bool synthetic_stamps;
         bool node_stats_unsupported;
+        int node_nparams; /* fields of virNodeGetMemoryStats; 0 = not asked yet */
         int lifecycle_id;
         sd_event_source *reconnect_source;
         uint64_t backoff_usec;
@@ -241,6 +242,7 @@ int mc_hypervisor_connect(McHypervisor *h)
         type = virConnectGetType(h->conn);
         h->synthetic_stamps = type && g_ascii_strcasecmp(type, "TEST") == 0;
         h->node_stats_unsupported = false;
+        h->node_nparams = 0;
         virResetLastError();
 
         /* Keepalive needs a remote connection; local drivers refuse it, which is fine. */
@@ -542,17 +544,22 @@ int mc_hypervisor_host_memory(McHypervisor *h, McHostMemory *ret, McCallCounters
         if (h->node_stats_unsupported)
                 return read_proc_meminfo(ret);
 
-        if (counters)
-                counters->other_calls++;
-        if (virNodeGetMemoryStats(h->conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, NULL, &nparams, 0) < 0 ||
-            nparams <= 0) {
-                r = translate_error(h, "Failed to read host memory");
-                if (r != -EOPNOTSUPP)
-                        return r;
-                /* libvirt's test driver has no node stats: the host is this machine. */
-                h->node_stats_unsupported = true;
-                return read_proc_meminfo(ret);
+        /* How many fields the node reports does not change: ask once per connection. */
+        if (h->node_nparams <= 0) {
+                if (counters)
+                        counters->other_calls++;
+                if (virNodeGetMemoryStats(h->conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, NULL, &h->node_nparams, 0) < 0 ||
+                    h->node_nparams <= 0) {
+                        h->node_nparams = 0;
+                        r = translate_error(h, "Failed to read host memory");
+                        if (r != -EOPNOTSUPP)
+                                return r;
+                        /* libvirt's test driver has no node stats: the host is this machine. */
+                        h->node_stats_unsupported = true;
+                        return read_proc_meminfo(ret);
+                }
         }
+        nparams = h->node_nparams;
         params = g_new0(virNodeMemoryStats, nparams);
         if (counters)
                 counters->other_calls++;
