@@ -47,8 +47,8 @@ static bool polkit_allows(sd_bus_message *m)
                                            "/org/freedesktop/PolicyKit1/Authority",
                                            "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization");
         if (r >= 0)
-                r = sd_bus_message_append(call, "(sa{sv})sa{ss}us", "system-bus-name", 1, "name", "s", sender,
-                                          MC_POLKIT_ACTION_MANAGE, 0, 0, "");
+                r = sd_bus_message_append(call, "(sa{sv})sa{ss}us", "system-bus-name", 1, "name", "s",
+                                          sender, MC_POLKIT_ACTION_MANAGE, 0, 0, "");
         if (r >= 0)
                 r = sd_bus_call(bus, call, 5 * 1000000ULL, &error, &reply);
         if (r >= 0)

@@ -20,11 +20,11 @@ struct McBus {
         sd_bus_slot *slots[4];
 };
 
-#define CHECK_AUTH(m, error)                                \
-        do {                                                \
-                int _r = mc_auth_check((m), (error));       \
-                if (_r < 0)                                 \
-                        return _r;                          \
+#define CHECK_AUTH(m, error)                          \
+        do {                                          \
+                int _r = mc_auth_check((m), (error)); \
+                if (_r < 0)                           \
+                        return _r;                    \
         } while (0)
 
 static char *domain_path(const McDomain *d)
@@ -125,11 +125,12 @@ static int method_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error
                         return -ENOMEM;
                 mc_manager_domain_limits(m, d, &min_kib, &max_kib, &weight, NULL);
                 r = sd_bus_message_append(
-                        reply, "(ossstttttttttuts)", path, d->name, d->uuid, mc_guest_status_to_string(d->status),
-                        mc_kib_to_bytes(d->actual_kib), mc_kib_to_bytes(domain_target_kib(d)),
-                        mc_kib_to_bytes(d->unused_kib), mc_kib_to_bytes(d->available_kib),
-                        mc_kib_to_bytes(d->usable_kib), mc_kib_to_bytes(d->max_kib), mc_kib_to_bytes(min_kib),
-                        mc_kib_to_bytes(max_kib), d->stats_age_usec, weight, d->last_change_usec,
+                        reply, "(ossstttttttttuts)", path, d->name, d->uuid,
+                        mc_guest_status_to_string(d->status), mc_kib_to_bytes(d->actual_kib),
+                        mc_kib_to_bytes(domain_target_kib(d)), mc_kib_to_bytes(d->unused_kib),
+                        mc_kib_to_bytes(d->available_kib), mc_kib_to_bytes(d->usable_kib),
+                        mc_kib_to_bytes(d->max_kib), mc_kib_to_bytes(min_kib), mc_kib_to_bytes(max_kib),
+                        d->stats_age_usec, weight, d->last_change_usec,
                         d->last_change_usec ? mc_reason_to_string(d->last_reason) : "");
                 if (r < 0)
                         return r;
@@ -142,7 +143,8 @@ static int method_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error
 
 typedef int (*SizeSetter)(McManager *m, uint64_t kib, const char **why);
 
-static int set_size(sd_bus_message *msg, McManager *m, sd_bus_error *error, SizeSetter setter, const char *what)
+static int set_size(sd_bus_message *msg, McManager *m, sd_bus_error *error, SizeSetter setter,
+                    const char *what)
 {
         const char *why = NULL;
         uint64_t bytes;
@@ -214,8 +216,8 @@ static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_
         r = sd_bus_message_read(msg, "sttu", &domain, &min_bytes, &max_bytes, &weight);
         if (r < 0)
                 return r;
-        r = mc_manager_set_domain_limits(userdata, domain, bytes_to_kib_up(min_bytes), bytes_to_kib_up(max_bytes),
-                                         weight, &why);
+        r = mc_manager_set_domain_limits(userdata, domain, bytes_to_kib_up(min_bytes),
+                                         bytes_to_kib_up(max_bytes), weight, &why);
         if (r < 0)
                 return reply_error(error, r, domain, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -252,7 +254,8 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("State", "s", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Policy", "s", property_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("IntervalUSec", "t", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("DomainThresholdBytes", "t", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DomainThresholdBytes", "t", property_manager, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("HostThresholdBytes", "t", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("HostBudgetBytes", "t", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("DryRun", "b", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -277,13 +280,13 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("SetDomainLimits",
                                 SD_BUS_ARGS("s", domain, "t", min_bytes, "t", max_bytes, "u", weight),
                                 SD_BUS_NO_RESULT, method_set_domain_limits, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("SetDomainExcluded", SD_BUS_ARGS("s", domain, "b", excluded), SD_BUS_NO_RESULT,
-                                method_set_domain_excluded, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetDomainExcluded", SD_BUS_ARGS("s", domain, "b", excluded),
+                                SD_BUS_NO_RESULT, method_set_domain_excluded, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_SIGNAL_WITH_ARGS("BalloonChanged",
-                                SD_BUS_ARGS("o", domain, "s", name, "t", from_bytes, "t", to_bytes, "s", reason),
-                                0),
+        SD_BUS_SIGNAL_WITH_ARGS(
+                "BalloonChanged",
+                SD_BUS_ARGS("o", domain, "s", name, "t", from_bytes, "t", to_bytes, "s", reason), 0),
         SD_BUS_SIGNAL_WITH_ARGS("TickCompleted",
                                 SD_BUS_ARGS("t", tick, "t", host_free_bytes, "u", managed, "u", changed), 0),
         SD_BUS_VTABLE_END,
@@ -307,7 +310,8 @@ static int find_domain(sd_bus *bus, const char *path, const char *interface, voi
         return 1;
 }
 
-static int enumerate_domains(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error)
+static int enumerate_domains(sd_bus *bus, const char *prefix, void *userdata, char ***nodes,
+                             sd_bus_error *error)
 {
         McManager *m = userdata;
         g_autofree McDomain **list = NULL;
@@ -415,15 +419,16 @@ static void on_domain_changed(void *userdata, McDomain *d)
                                                       "MaxBytes", "MinBytes", "Weight", "Excluded", NULL);
 }
 
-static void on_balloon_changed(void *userdata, McDomain *d, uint64_t from_kib, uint64_t to_kib, McReason reason)
+static void on_balloon_changed(void *userdata, McDomain *d, uint64_t from_kib, uint64_t to_kib,
+                               McReason reason)
 {
         McBus *b = userdata;
         g_autofree char *path = domain_path(d);
 
         if (path)
-                (void) sd_bus_emit_signal(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE, "BalloonChanged", "ostts",
-                                          path, d->name, mc_kib_to_bytes(from_kib), mc_kib_to_bytes(to_kib),
-                                          mc_reason_to_string(reason));
+                (void) sd_bus_emit_signal(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE, "BalloonChanged",
+                                          "ostts", path, d->name, mc_kib_to_bytes(from_kib),
+                                          mc_kib_to_bytes(to_kib), mc_reason_to_string(reason));
 }
 
 static void on_tick_completed(void *userdata, uint64_t tick, uint64_t host_free_kib, unsigned managed,
@@ -431,15 +436,16 @@ static void on_tick_completed(void *userdata, uint64_t tick, uint64_t host_free_
 {
         McBus *b = userdata;
 
-        (void) sd_bus_emit_signal(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE, "TickCompleted", "ttuu", tick,
-                                  mc_kib_to_bytes(host_free_kib), managed, changed);
+        (void) sd_bus_emit_signal(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE, "TickCompleted", "ttuu",
+                                  tick, mc_kib_to_bytes(host_free_kib), managed, changed);
 }
 
 static void on_properties_changed(void *userdata, const char *const *names)
 {
         McBus *b = userdata;
 
-        (void) sd_bus_emit_properties_changed_strv(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE, (char **) names);
+        (void) sd_bus_emit_properties_changed_strv(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE,
+                                                   (char **) names);
 }
 
 int mc_bus_new(sd_bus *bus, McManager *m, McBus **ret)
@@ -458,12 +464,14 @@ int mc_bus_new(sd_bus *bus, McManager *m, McBus **ret)
         b->bus = sd_bus_ref(bus);
         b->manager = m;
 
-        r = sd_bus_add_object_vtable(bus, &b->slots[0], MC_MANAGER_PATH, MC_MANAGER_INTERFACE, manager_vtable, m);
+        r = sd_bus_add_object_vtable(bus, &b->slots[0], MC_MANAGER_PATH, MC_MANAGER_INTERFACE,
+                                     manager_vtable, m);
         if (r >= 0)
                 r = sd_bus_add_fallback_vtable(bus, &b->slots[1], MC_DOMAIN_PATH_PREFIX, MC_DOMAIN_INTERFACE,
                                                domain_vtable, find_domain, m);
         if (r >= 0)
-                r = sd_bus_add_node_enumerator(bus, &b->slots[2], MC_DOMAIN_PATH_PREFIX, enumerate_domains, m);
+                r = sd_bus_add_node_enumerator(bus, &b->slots[2], MC_DOMAIN_PATH_PREFIX, enumerate_domains,
+                                               m);
         if (r >= 0)
                 r = sd_bus_add_object_manager(bus, &b->slots[3], MC_MANAGER_PATH);
         if (r >= 0)

@@ -88,7 +88,8 @@ static unsigned line_of(const char *data, const char *group, const char *key)
                 if (!in_group || !key)
                         continue;
                 size_t len = strlen(key);
-                if (strncmp(line, key, len) == 0 && (line[len] == '=' || line[len] == ' ' || line[len] == '['))
+                if (strncmp(line, key, len) == 0 &&
+                    (line[len] == '=' || line[len] == ' ' || line[len] == '['))
                         return i + 1;
         }
         return 0;
@@ -154,7 +155,8 @@ static gboolean get_string(Parser *p, const char *group, const char *key, char *
         return TRUE;
 }
 
-static gboolean get_size_kib(Parser *p, const char *group, const char *key, bool allow_none, uint64_t *ret_kib)
+static gboolean get_size_kib(Parser *p, const char *group, const char *key, bool allow_none,
+                             uint64_t *ret_kib)
 {
         g_autofree char *v = NULL;
         uint64_t bytes;
@@ -166,8 +168,9 @@ static gboolean get_size_kib(Parser *p, const char *group, const char *key, bool
                 return TRUE;
         }
         if (mc_parse_size(v, &bytes) < 0)
-                return parse_fail(p, group, key, "%s: '%s' is not a size (examples: 100M, 1.5G, 157286400%s)",
-                                  key, v, allow_none ? ", none" : "");
+                return parse_fail(p, group, key,
+                                  "%s: '%s' is not a size (examples: 100M, 1.5G, 157286400%s)", key, v,
+                                  allow_none ? ", none" : "");
         *ret_kib = mc_bytes_to_kib(bytes);
         return TRUE;
 }

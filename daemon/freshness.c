@@ -18,7 +18,8 @@ bool mc_freshness_update(McFreshness *f, const McFreshnessInput *in, uint64_t *r
         uint64_t age;
 
         if (in->synthetic) {
-                *f = (McFreshness){ .valid = true, .last_update = in->last_update,
+                *f = (McFreshness){ .valid = true,
+                                    .last_update = in->last_update,
                                     .changed_at_usec = in->now_mono_usec };
                 if (ret_age_usec)
                         *ret_age_usec = 0;
@@ -36,8 +37,10 @@ bool mc_freshness_update(McFreshness *f, const McFreshnessInput *in, uint64_t *r
         if (!f->valid) {
                 /* First sight: trust the stamp as far as the host's clock vouches for it. */
                 age = in->now_real_usec > stamp_usec ? in->now_real_usec - stamp_usec : 0;
-                *f = (McFreshness){ .valid = true, .last_update = in->last_update,
-                                    .changed_at_usec = age < in->now_mono_usec ? in->now_mono_usec - age : 0 };
+                *f = (McFreshness){ .valid = true,
+                                    .last_update = in->last_update,
+                                    .changed_at_usec =
+                                            age < in->now_mono_usec ? in->now_mono_usec - age : 0 };
         } else if (in->last_update != f->last_update) {
                 f->last_update = in->last_update;
                 f->changed_at_usec = in->now_mono_usec;

@@ -14,16 +14,16 @@
 
 typedef struct McFreshness {
         bool valid;
-        int64_t last_update;        /* the stamp last seen */
-        uint64_t changed_at_usec;   /* CLOCK_MONOTONIC when the stamp last changed */
+        int64_t last_update;      /* the stamp last seen */
+        uint64_t changed_at_usec; /* CLOCK_MONOTONIC when the stamp last changed */
 } McFreshness;
 
 typedef struct McFreshnessInput {
-        int64_t last_update;      /* the guest's stamp, epoch seconds; <= 0 = none */
-        uint64_t now_mono_usec;   /* CLOCK_MONOTONIC now */
-        uint64_t now_real_usec;   /* CLOCK_REALTIME now */
+        int64_t last_update;    /* the guest's stamp, epoch seconds; <= 0 = none */
+        uint64_t now_mono_usec; /* CLOCK_MONOTONIC now */
+        uint64_t now_real_usec; /* CLOCK_REALTIME now */
         uint64_t max_age_usec;
-        bool synthetic;           /* the driver's stamps mean nothing */
+        bool synthetic; /* the driver's stamps mean nothing */
 } McFreshnessInput;
 
 /* Updates f with this reading; returns whether the stats are fresh and their age. */

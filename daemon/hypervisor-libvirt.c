@@ -20,11 +20,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virDomainFree)
 /* What we remember of a guest between ticks. */
 typedef struct KnownDomain {
         virDomainPtr dom;
-        bool has_balloon_device; /* from its XML, read once */
-        bool period_tried;       /* we asked for a stats period once */
-        uint64_t max_kib;        /* when the bulk record lacks balloon.maximum */
+        bool has_balloon_device;   /* from its XML, read once */
+        bool period_tried;         /* we asked for a stats period once */
+        uint64_t max_kib;          /* when the bulk record lacks balloon.maximum */
         uint64_t fixed_actual_kib; /* memory of a guest without a balloon */
-        unsigned generation;     /* last collect that saw it */
+        unsigned generation;       /* last collect that saw it */
 } KnownDomain;
 
 struct McHypervisor {
@@ -307,7 +307,8 @@ void mc_domain_stats_free_array(McDomainStats *stats, size_t n)
         g_free(stats);
 }
 
-static KnownDomain *learn_domain(McHypervisor *h, virDomainPtr dom, const char *uuid, McCallCounters *counters)
+static KnownDomain *learn_domain(McHypervisor *h, virDomainPtr dom, const char *uuid,
+                                 McCallCounters *counters)
 {
         KnownDomain *k = g_hash_table_lookup(h->known, uuid);
         g_autofree char *xml = NULL;
@@ -328,7 +329,8 @@ static KnownDomain *learn_domain(McHypervisor *h, virDomainPtr dom, const char *
         xml = virDomainGetXMLDesc(dom, 0);
         counters->other_calls++;
         if (xml)
-                k->has_balloon_device = strstr(xml, "<memballoon") && !strstr(xml, "<memballoon model='none'");
+                k->has_balloon_device =
+                        strstr(xml, "<memballoon") && !strstr(xml, "<memballoon model='none'");
         else
                 virResetLastError();
         g_hash_table_insert(h->known, g_strdup(uuid), k);
@@ -474,7 +476,8 @@ int mc_hypervisor_collect(McHypervisor *h, unsigned stats_period_sec, McDomainSt
                 if (!st->has_balloon && !k->period_tried && stats_period_sec > 0) {
                         k->period_tried = true;
                         counters->other_calls++;
-                        if (virDomainSetMemoryStatsPeriod(dom, (int) stats_period_sec, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                        if (virDomainSetMemoryStatsPeriod(dom, (int) stats_period_sec,
+                                                          VIR_DOMAIN_AFFECT_LIVE) < 0) {
                                 (void) translate_error(h, "Failed to enable balloon stats");
                                 mc_log_info("%s: %s", st->name, h->error);
                         }
@@ -548,7 +551,8 @@ int mc_hypervisor_host_memory(McHypervisor *h, McHostMemory *ret, McCallCounters
         if (h->node_nparams <= 0) {
                 if (counters)
                         counters->other_calls++;
-                if (virNodeGetMemoryStats(h->conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, NULL, &h->node_nparams, 0) < 0 ||
+                if (virNodeGetMemoryStats(h->conn, VIR_NODE_MEMORY_STATS_ALL_CELLS, NULL, &h->node_nparams,
+                                          0) < 0 ||
                     h->node_nparams <= 0) {
                         h->node_nparams = 0;
                         r = translate_error(h, "Failed to read host memory");

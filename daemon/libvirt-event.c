@@ -28,7 +28,7 @@ typedef struct Watch {
 } Watch;
 
 static sd_event *loop;
-static GHashTable *watches; /* id -> Watch* */
+static GHashTable *watches;     /* id -> Watch* */
 static GPtrArray *pending_free; /* Watch* removed, ff not called yet */
 static sd_event_source *free_source;
 static int next_id = 1;

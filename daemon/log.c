@@ -48,8 +48,8 @@ void mc_log_full(int level, const char *fmt, ...)
         log_line(level, buf);
 }
 
-void mc_log_balloon(const char *domain, const char *uuid, uint64_t from_kib, uint64_t to_kib, const char *reason,
-                    bool dry_run)
+void mc_log_balloon(const char *domain, const char *uuid, uint64_t from_kib, uint64_t to_kib,
+                    const char *reason, bool dry_run)
 {
         char msg[512];
 

@@ -22,5 +22,5 @@ void mc_log_full(int level, const char *fmt, ...) __attribute__((format(printf, 
 #define mc_log_debug(...) mc_log_full(LOG_DEBUG, __VA_ARGS__)
 
 /* "vm1: 2048 MiB -> 1946 MiB (claim)", with MEMCOORD_* fields in the journal. */
-void mc_log_balloon(const char *domain, const char *uuid, uint64_t from_kib, uint64_t to_kib, const char *reason,
-                    bool dry_run);
+void mc_log_balloon(const char *domain, const char *uuid, uint64_t from_kib, uint64_t to_kib,
+                    const char *reason, bool dry_run);

@@ -54,22 +54,22 @@ static int parse_args(int argc, char **argv, Args *a)
         g_autoptr(GError) error = NULL;
         g_autoptr(GOptionContext) ctx = NULL;
         GOptionEntry entries[] = {
-                { "connect", 'c', 0, G_OPTION_ARG_STRING, &a->uri, "libvirt URI (default: " MC_DEFAULT_URI ")",
-                  "URI" },
+                { "connect", 'c', 0, G_OPTION_ARG_STRING, &a->uri,
+                  "libvirt URI (default: " MC_DEFAULT_URI ")", "URI" },
                 { "interval", 'i', 0, G_OPTION_ARG_STRING, &a->interval,
                   "Seconds between two ticks, 0.1 to 3600 (default: 1)", "SECONDS" },
                 { "config", 'C', 0, G_OPTION_ARG_FILENAME, &a->config_path,
                   "Config file (default: " MC_DEFAULT_CONFIG_FILE ", if it exists)", "FILE" },
                 { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &a->state_dir,
-                  "Where settings changed over the bus are kept (default: $STATE_DIRECTORY or "
-                  MC_DEFAULT_STATE_DIR ")",
+                  "Where settings changed over the bus are kept (default: $STATE_DIRECTORY "
+                  "or " MC_DEFAULT_STATE_DIR ")",
                   "DIR" },
                 { "bus", 'b', 0, G_OPTION_ARG_STRING, &a->bus,
                   "Bus to publish org.memcoord on: system, session or none (default: system when started by "
                   "systemd, else none)",
                   "BUS" },
-                { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &a->dry_run,
-                  "Decide and log, but change no balloon", NULL },
+                { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &a->dry_run, "Decide and log, but change no balloon",
+                  NULL },
                 { "verbose", 'v', 0, G_OPTION_ARG_NONE, &a->verbose, "Log debug messages too", NULL },
                 { "version", 'V', 0, G_OPTION_ARG_NONE, &a->version, "Print the version and exit", NULL },
                 {},
@@ -77,10 +77,11 @@ static int parse_args(int argc, char **argv, Args *a)
 
         ctx = g_option_context_new("[INTERVAL] - coordinate memory among libvirt guests");
         g_option_context_set_summary(
-                ctx, "Every interval, reads the balloon statistics of every running guest of a libvirt host,\n"
-                     "claims memory back from idle guests and gives it to guests under pressure, keeping\n"
-                     "the host's free memory above its threshold. Runs in the foreground until SIGINT or\n"
-                     "SIGTERM; SIGHUP re-reads the config. INTERVAL, if given, is the same as --interval.");
+                ctx,
+                "Every interval, reads the balloon statistics of every running guest of a libvirt host,\n"
+                "claims memory back from idle guests and gives it to guests under pressure, keeping\n"
+                "the host's free memory above its threshold. Runs in the foreground until SIGINT or\n"
+                "SIGTERM; SIGHUP re-reads the config. INTERVAL, if given, is the same as --interval.");
         g_option_context_set_description(
                 ctx, "Balloon changes are logged as one line each: \"NAME: FROM MiB -> TO MiB (REASON)\".\n"
                      "Exit status: 0 on a clean stop, 1 on bad arguments, a bad config or a bus failure.\n"
@@ -96,7 +97,8 @@ static int parse_args(int argc, char **argv, Args *a)
         }
         if (argc == 2) {
                 if (a->interval) {
-                        fprintf(stderr, "memcoordd: the interval is given twice (argument and --interval)\n");
+                        fprintf(stderr,
+                                "memcoordd: the interval is given twice (argument and --interval)\n");
                         return -EINVAL;
                 }
                 a->interval = g_strdup(argv[1]);
@@ -231,14 +233,15 @@ static int run(int argc, char **argv)
                 return EXIT_FAILURE;
         }
 
-        r = mc_manager_new(event, config, args.config_path ? args.config_path : MC_DEFAULT_CONFIG_FILE, state_path,
-                           &manager);
+        r = mc_manager_new(event, config, args.config_path ? args.config_path : MC_DEFAULT_CONFIG_FILE,
+                           state_path, &manager);
         if (r < 0) {
                 fprintf(stderr, "memcoordd: Failed to set up: %s\n", strerror(-r));
                 goto finish_fail;
         }
         if (state_path && g_mkdir_with_parents(state_dir, 0755) < 0)
-                mc_log_warning("Cannot create %s (%m): settings changed over the bus will not persist", state_dir);
+                mc_log_warning("Cannot create %s (%m): settings changed over the bus will not persist",
+                               state_dir);
 
         if (kind != BUS_NONE) {
                 r = kind == BUS_SYSTEM ? sd_bus_open_system(&bus) : sd_bus_open_user(&bus);

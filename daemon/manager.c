@@ -285,12 +285,12 @@ static void update_domain(McManager *m, McDomain *d, const McDomainStats *st, ui
                             (unsigned long long) d->actual_kib / 1024);
         } else if (d->target_kib > 0) {
                 uint64_t diff = d->actual_kib > d->target_kib ? d->actual_kib - d->target_kib
-                                                               : d->target_kib - d->actual_kib;
+                                                              : d->target_kib - d->actual_kib;
                 if (diff < band)
                         d->target_kib = 0;
                 else if (now_mono - d->target_set_usec > TARGET_GIVE_UP_USEC) {
-                        mc_log_debug("%s: balloon stuck at %llu MiB short of %llu MiB; target dropped", d->name,
-                                     (unsigned long long) d->actual_kib / 1024,
+                        mc_log_debug("%s: balloon stuck at %llu MiB short of %llu MiB; target dropped",
+                                     d->name, (unsigned long long) d->actual_kib / 1024,
                                      (unsigned long long) d->target_kib / 1024);
                         d->target_kib = 0;
                 }
@@ -341,7 +341,8 @@ static void apply_decision(McManager *m, McDomain *d, const McDecision *dec, uin
         d->last_reason = dec->reason;
         mc_log_balloon(d->name, d->uuid, dec->from_kib, dec->to_kib, reason, false);
         if (m->listener.balloon_changed)
-                m->listener.balloon_changed(m->listener_userdata, d, dec->from_kib, dec->to_kib, dec->reason);
+                m->listener.balloon_changed(m->listener_userdata, d, dec->from_kib, dec->to_kib,
+                                            dec->reason);
 }
 
 int mc_manager_tick(McManager *m)
@@ -408,7 +409,8 @@ int mc_manager_tick(McManager *m)
                         managed++;
         }
 
-        ssize_t n_decisions = mc_policy_run(&m->config->policy, host.free_kib, guests, n, decisions, &summary);
+        ssize_t n_decisions =
+                mc_policy_run(&m->config->policy, host.free_kib, guests, n, decisions, &summary);
         if (n_decisions < 0)
                 return (int) n_decisions;
 
@@ -424,7 +426,8 @@ int mc_manager_tick(McManager *m)
         else
                 NOTIFY(m, "TickCount");
         if (m->listener.tick_completed)
-                m->listener.tick_completed(m->listener_userdata, m->tick_count, host.free_kib, managed, changed);
+                m->listener.tick_completed(m->listener_userdata, m->tick_count, host.free_kib, managed,
+                                           changed);
         return 0;
 }
 
@@ -456,8 +459,8 @@ static int arm_tick_timer(McManager *m)
                 return sd_event_source_set_enabled(m->tick_source, SD_EVENT_ONESHOT);
         }
         /* Accuracy 1 us: sd-event's default (250 ms) would stretch short intervals. */
-        return sd_event_add_time(m->event, &m->tick_source, CLOCK_MONOTONIC, m->next_tick_usec, 1, on_tick_timer,
-                                 m);
+        return sd_event_add_time(m->event, &m->tick_source, CLOCK_MONOTONIC, m->next_tick_usec, 1,
+                                 on_tick_timer, m);
 }
 
 int mc_manager_start(McManager *m)

@@ -40,11 +40,11 @@ typedef struct McDomain {
         uint64_t max_kib;
         uint64_t stats_age_usec;
 
-        uint64_t target_kib;          /* last target set and not reached yet; 0 = none */
-        uint64_t target_set_usec;     /* CLOCK_MONOTONIC when it was set */
-        uint64_t last_change_usec;    /* CLOCK_REALTIME of our last change; 0 = never */
+        uint64_t target_kib;       /* last target set and not reached yet; 0 = none */
+        uint64_t target_set_usec;  /* CLOCK_MONOTONIC when it was set */
+        uint64_t last_change_usec; /* CLOCK_REALTIME of our last change; 0 = never */
         McReason last_reason;
-        bool moved_externally;        /* this tick: the balloon grew without us */
+        bool moved_externally; /* this tick: the balloon grew without us */
 
         McFreshness freshness;
         bool has_prev;
@@ -57,7 +57,8 @@ typedef struct McManagerListener {
         void (*domain_added)(void *userdata, McDomain *d);
         void (*domain_removed)(void *userdata, McDomain *d);
         void (*domain_changed)(void *userdata, McDomain *d);
-        void (*balloon_changed)(void *userdata, McDomain *d, uint64_t from_kib, uint64_t to_kib, McReason reason);
+        void (*balloon_changed)(void *userdata, McDomain *d, uint64_t from_kib, uint64_t to_kib,
+                                McReason reason);
         void (*tick_completed)(void *userdata, uint64_t tick, uint64_t host_free_kib, unsigned managed,
                                unsigned changed);
         /* NULL-terminated names of the Manager properties that changed. */

@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#define MIB(x) ((uint64_t) (x) * UINT64_C(1024))
+#define MIB(x) (UINT64_C(1024) * (x))
 
 const McPolicySettings mc_policy_defaults = {
         .domain_threshold_kib = MIB(100),
