@@ -75,7 +75,8 @@ static int print_json(const Snapshot *s, bool with_manager)
         return ctl_print_json(b, ctl_args.json == JSON_PRETTY);
 }
 
-int verb_status(int argc, char **argv)
+/* status and domains: the same snapshot, with or without the daemon's settings. */
+static int show(bool with_manager)
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         __attribute__((cleanup(snapshot_clear))) Snapshot s = {};
@@ -84,24 +85,20 @@ int verb_status(int argc, char **argv)
         r = ctl_connect(&bus);
         if (r < 0)
                 return r;
-        r = fetch(bus, true, &s);
+        r = fetch(bus, with_manager, &s);
         if (r < 0)
                 return r;
-        return ctl_args.json != JSON_OFF ? print_json(&s, true) : print_status_text(&s);
+        if (ctl_args.json != JSON_OFF)
+                return print_json(&s, with_manager);
+        return with_manager ? print_status_text(&s) : ctl_print_domains_table(s.domains, s.n_domains);
+}
+
+int verb_status(int argc, char **argv)
+{
+        return show(true);
 }
 
 int verb_domains(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        __attribute__((cleanup(snapshot_clear))) Snapshot s = {};
-        int r;
-
-        r = ctl_connect(&bus);
-        if (r < 0)
-                return r;
-        r = fetch(bus, false, &s);
-        if (r < 0)
-                return r;
-        return ctl_args.json != JSON_OFF ? print_json(&s, false)
-                                         : ctl_print_domains_table(s.domains, s.n_domains);
+        return show(false);
 }
