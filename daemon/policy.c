@@ -107,12 +107,27 @@ typedef struct Work {
         bool touched; /* clamped or needy: not a claim candidate */
 } Work;
 
+/*
+ * A claim still in flight counts as landed: the guest is seen at the target already asked for,
+ * with that much less unused. Stats lag the balloon by up to a second or two, so without this
+ * each tick would claim again from figures that do not show the last claim yet, and targets
+ * would zig-zag around the one in flight.
+ */
+static uint64_t claim_base_kib(const McGuest *g)
+{
+        if (g->last_target_kib > 0 && g->last_target_kib < g->actual_kib)
+                return g->last_target_kib;
+        return g->actual_kib;
+}
+
 static uint64_t claim_amount(const McPolicySettings *s, const McGuest *g, uint64_t keep_unused_kib)
 {
-        uint64_t share = (uint64_t) floor((double) g->unused_kib * s->claim_fraction);
-        uint64_t amount = min_u64(share, sub_sat(g->unused_kib, keep_unused_kib));
+        uint64_t base = claim_base_kib(g);
+        uint64_t unused = sub_sat(g->unused_kib, g->actual_kib - base);
+        uint64_t share = (uint64_t) floor((double) unused * s->claim_fraction);
+        uint64_t amount = min_u64(share, sub_sat(unused, keep_unused_kib));
 
-        return min_u64(amount, sub_sat(g->actual_kib, mc_guest_floor_kib(s, g)));
+        return min_u64(amount, sub_sat(base, mc_guest_floor_kib(s, g)));
 }
 
 static void compute_needs(const McPolicySettings *s, const McGuest *guests, size_t n, Work *w)
@@ -289,15 +304,14 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
         for (size_t i = 0; i < n_guests; i++) {
                 const McGuest *g = &guests[i];
 
+                /* Nor from a guest whose grant is still landing: it was needy a moment ago. */
                 if (g->status != MC_GUEST_MANAGED || w[i].touched || w[i].reason != MC_REASON_NONE ||
-                    g->moved_externally)
-                        continue;
-                if (g->unused_kib <= keep)
+                    g->moved_externally || g->last_target_kib > g->actual_kib)
                         continue;
                 uint64_t amount = claim_amount(s, g, keep);
                 if (amount < s->dead_band_kib)
                         continue;
-                w[i].to_kib = g->actual_kib - amount;
+                w[i].to_kib = claim_base_kib(g) - amount;
                 w[i].reason = sum.crunch ? MC_REASON_CRUNCH_CLAIM : MC_REASON_CLAIM;
                 sum.claimed_kib += amount;
         }
