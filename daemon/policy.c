@@ -308,6 +308,10 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
                 if (g->status != MC_GUEST_MANAGED || w[i].touched || w[i].reason != MC_REASON_NONE ||
                     g->moved_externally || g->last_target_kib > g->actual_kib)
                         continue;
+                /* In a crunch a guest whose unused memory is falling is consuming: it is about to
+                 * be needy, and claiming from it now would only have to be given back. */
+                if (sum.crunch && g->has_prev && g->prev_unused_kib > g->unused_kib + s->dead_band_kib)
+                        continue;
                 uint64_t amount = claim_amount(s, g, keep);
                 if (amount < s->dead_band_kib)
                         continue;

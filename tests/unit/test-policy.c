@@ -573,6 +573,13 @@ static const Case cases[] = {
         { "claim in flight near 2T: only the rest down to 2T", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(210), .last_target_kib = MIB(2043) } },
           .e = { { MIB(2038), MC_REASON_CLAIM } }, 0, MIB(5), UINT64_MAX, false },
+        /* Host short (crunch): the guest above T whose unused is falling is consuming, not a donor. */
+        { "crunch: a guest above T whose unused falls is not claimed from", H_KIB, .n = 3,
+          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) },
+                 { .actual_kib = MIB(1024), .unused_kib = MIB(150), FALLING(MIB(160)) },
+                 { .actual_kib = MIB(1024), .unused_kib = MIB(150), .has_prev = true,
+                   .prev_unused_kib = MIB(150) } },
+          .e = { { 0, 0 }, { 0, 0 }, { MIB(1009), MC_REASON_CRUNCH_CLAIM } }, 0, MIB(15), 0, true },
         { "grant in flight: no claim from that guest", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(800), .last_target_kib = MIB(2100) } },
           .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
