@@ -46,30 +46,8 @@ tests/guest/build-guest.sh "$kit"
 
 say "Starting libvirtd and a private system bus"
 MC_PREFIX=$prefix tests/guest/libvirt-host.sh start "$work/host"
-cat >"$work/bus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$work/bus.sock</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>$top/dbus/org.memcoord.conf</include>
-</busconfig>
-CONF
+sed -e "s|@SOCKET@|$work/bus.sock|" -e "s|@POLICY@|$top/dbus/org.memcoord.conf|" \
+    tests/data/system-like-bus.conf.in >"$work/bus.conf"
 dbus-daemon --config-file="$work/bus.conf" --nofork --nopidfile &
 dbus_pid=$!
 for _ in $(seq 50); do [ -S "$work/bus.sock" ] && break; sleep 0.1; done
