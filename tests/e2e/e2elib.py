@@ -8,8 +8,8 @@ integration tests (tests/integration/mctest.py) are imported, not copied.
 
 Everything started here is torn down by Host.teardown(): on a normal end, on an exception,
 at interpreter exit and on SIGTERM/SIGINT (what meson sends on a timeout). Teardown destroys
-only guests named with our prefix, kills only processes we started, and stops libvirtd only
-if we started it and no other guest runs on it.
+only the guests this run booted, kills only processes it started, and runs libvirt-host.sh
+stop (which stops libvirtd if one of our runs started it) only when no other guest runs.
 """
 
 import fcntl
@@ -158,12 +158,17 @@ def foreign_daemons(own_pids: List[int]) -> List[str]:
     return out
 
 
-def foreign_domains(prefix: str = PREFIX) -> Dict[str, int]:
-    """Running guests on qemu:///system that are not ours: {name: actual KiB}."""
+def foreign_domains(prefix: str = PREFIX, ours: Optional[List[str]] = None) -> Dict[str, int]:
+    """Running guests on qemu:///system that are not ours: {name: actual KiB}. Ours are the
+    names in `ours` when given (another run may use the same prefix), else the prefixed ones."""
     try:
-        names = [n for n in G.running_domains(URI) if not n.startswith(prefix)]
+        running = G.running_domains(URI)
     except G.GuestError:
         return {}
+    if ours is not None:
+        names = [n for n in running if n not in ours]
+    else:
+        names = [n for n in running if not n.startswith(prefix)]
     if not names:
         return {}
     try:
@@ -176,13 +181,15 @@ def foreign_domains(prefix: str = PREFIX) -> Dict[str, int]:
 def wait_for_quiet_host(prefix: str, timeout: float = FOREIGN_WAIT_S, check_guests: bool = True) -> None:
     """Every memcoordd moves every guest it sees, and the host budget counts every guest,
     ours or not: a run next to another memcoordd on qemu:///system, or next to other guests,
-    measures something else. Wait for them to go; give up with Disturbed."""
+    measures something else. Called before we boot anything, so every guest running is
+    someone else's, prefixed or not (another run of these tests uses the same names). Wait
+    for them to go; give up with Disturbed."""
     deadline = time.monotonic() + timeout
     said = None
     while True:
         why = foreign_daemons([os.getpid()])
         if check_guests:
-            why += [f"guest {n} ({a // MIB} MiB)" for n, a in sorted(foreign_domains(prefix).items())]
+            why += [f"guest {n} ({a // MIB} MiB)" for n, a in sorted(foreign_domains(prefix, ours=[]).items())]
         if not why:
             return
         if why != said:
@@ -191,7 +198,8 @@ def wait_for_quiet_host(prefix: str, timeout: float = FOREIGN_WAIT_S, check_gues
         if time.monotonic() > deadline:
             raise Disturbed(f"after {timeout:.0f} s, qemu:///system is still used by: " + "; ".join(why) +
                             ". Their balloons would be moved by our memcoordd (or ours by theirs), and the "
-                            "host budget counts every guest; run again when they are gone.")
+                            "host budget counts every guest; run again when they are gone (guests "
+                            f"left over by a killed run: tests/guest/guests.py down --prefix {prefix}).")
         time.sleep(2)
 
 
@@ -319,10 +327,11 @@ class Host:
                 self.guests.teardown()
             except Exception as e:  # noqa: BLE001
                 print(f"[e2e] teardown: guests: {e}", file=sys.stderr)
-        try:
-            G.down(URI, self.prefix)
-        except Exception:  # noqa: BLE001 - libvirtd may be gone already
-            pass
+        if self.guests is not None:
+            try:  # ours only: another run may use the same prefix
+                G.destroy_domains(URI, [n for n in G.running_domains(URI) if n in self.guests.guests])
+            except Exception:  # noqa: BLE001 - libvirtd may be gone already
+                pass
         if self.bus is not None:
             try:
                 self.bus.stop()
@@ -334,12 +343,13 @@ class Host:
         mctest._kill_all()
 
     def _stop_libvirt(self) -> None:
-        """libvirt-host.sh stop: destroys our guests and their QEMUs; it stops libvirtd only if
-        we started it. Someone else's guests on a libvirtd we started keep it running."""
-        others = foreign_domains(self.prefix) if self.libvirt_started else {}
+        """libvirt-host.sh stop: destroys the prefixed guests, kills their leftover QEMUs and
+        stops libvirtd if a run of ours started it. Only when no other guest runs: it cannot
+        tell our guests from those of another run with the same prefix."""
+        ours = list(self.guests.guests) if self.guests is not None else []
+        others = foreign_domains(self.prefix, ours=ours)
         if others:
-            log("libvirtd stays up: other guests run on it (" + ", ".join(sorted(others)) + ")")
-            G.down(URI, self.prefix)
+            log("libvirt-host.sh stop skipped: other guests run (" + ", ".join(sorted(others)) + ")")
             return
         p = subprocess.run([os.path.join(GUEST_DIR, "libvirt-host.sh"), "stop", self.state],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env())
@@ -356,7 +366,8 @@ class Host:
             if not argv:
                 continue
             joined = " ".join(argv)
-            if f"guest={self.prefix}" in joined and "qemu-system" in argv[0]:
+            ours = list(self.guests.guests) if self.guests is not None else []
+            if "qemu-system" in argv[0] and any(f"guest={n}," in joined for n in ours):
                 out.append(f"qemu pid {d}")
             elif argv[0] == self.memcoordd or (len(argv) > 3 and argv[3] == self.memcoordd):
                 out.append(f"memcoordd pid {d}")
@@ -381,10 +392,10 @@ class Recorder:
       remembered: they count toward the budget, so their presence disturbs the run.
     """
 
-    def __init__(self, bus, daemon, prefix: str):
+    def __init__(self, bus, daemon, ours: List[str]):
         self.bus = bus
         self.daemon = daemon
-        self.prefix = prefix
+        self.ours = set(ours)
         self.client = mctest.Client(bus)
         self.monitor = mctest.Monitor(bus)
         self.views: Dict[int, Tuple[float, List[dict]]] = {}  # tick -> (epoch, ListDomains)
@@ -421,7 +432,7 @@ class Recorder:
             self.views[tick] = (got, doms)
             for d in doms:
                 n = d["name"]
-                if not n.startswith(self.prefix) and d["status"] != "excluded":
+                if n not in self.ours and d["status"] != "excluded":
                     self.foreign.setdefault(n, got)
                     try:
                         self.client.call("SetDomainExcluded", f"string:{n}", "boolean:true")
