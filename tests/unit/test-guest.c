@@ -350,10 +350,14 @@ static void test_rate(void)
 
 static void test_headroom_and_cache(void)
 {
-        McGuest g = { .unused_kib = MIB(80), .usable_kib = MIB(700) };
+        McGuest g = { .unused_kib = MIB(80), .usable_kib = MIB(700), .disk_caches_kib = MIB(690) };
 
         /* Free memory that went into page cache is still headroom. */
         g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(700));
+        /* Next to no cache: MemFree, exactly. */
+        g.disk_caches_kib = MIB(2);
+        g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(80));
+        g.disk_caches_kib = MIB(690);
         /* Without cache the kernel's reserve makes MemAvailable the smaller. */
         g.usable_kib = MIB(135);
         g.unused_kib = MIB(200);
@@ -365,6 +369,7 @@ static void test_headroom_and_cache(void)
         /* The kernel's reserve, learned while there is no cache, bridges the two figures. */
         g.reserve_kib = MIB(65);
         g.usable_kib = MIB(135);
+        g.disk_caches_kib = MIB(17);
         g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(200));
         g.unused_kib = MIB(70);
         g.usable_kib = MIB(135) + MIB(400) - MIB(130);

@@ -1534,6 +1534,7 @@ static void test_adaptive_page_cache(void)
         /* MemFree 60 MiB, but 600 MiB of page cache: not needy (the seed grants). */
         McGuest g = adaptive_guest(MIB(1024), MIB(60), 0);
         g.usable_kib = MIB(595);
+        g.disk_caches_kib = MIB(600);
         g.reserve_kib = MIB(65);
         g.sample_headroom_kib = mc_guest_headroom_kib(&g);
         g_assert_cmpuint(g.sample_headroom_kib, ==, MIB(660));
