@@ -392,9 +392,10 @@ class Daemon:
     """memcoordd on a bus (or none), its stderr kept in a file."""
 
     def __init__(self, tmp, bus=None, bus_kind="system", args=(), state_dir=None, config=None, name="memcoordd",
-                 interval="0.2", config_text="[Coordinator]\n"):
+                 interval="0.2", config_text="[Coordinator]\n", wrapper=()):
         """interval: --interval's value, or None to leave it to the config and state files.
-        config_text: written to the config file unless that exists already."""
+        config_text: written to the config file unless that exists already.
+        wrapper: a command that runs memcoordd (it must exec it, keeping the pid)."""
         self.tmp = tmp
         self.bus = bus
         self.state_dir = state_dir or tmp.join("state")
@@ -417,6 +418,7 @@ class Daemon:
         if interval is not None:
             argv += ["--interval", interval]
         argv += list(args)
+        argv = list(wrapper) + argv
         self.argv = argv
         self.log_path = tmp.join(name + ".log")
         self.log = open(self.log_path, "w")
