@@ -568,7 +568,7 @@ int mc_hypervisor_host_memory(McHypervisor *h, McHostMemory *ret, McCallCounters
                         r = translate_error(h, "Failed to read host memory");
                         if (r != -EOPNOTSUPP)
                                 return r;
-                        /* A driver without node stats (libvirt's test driver): the host is this machine. */
+                        /* libvirt's test driver has no node stats: the host is this machine. */
                         h->node_stats_unsupported = true;
                         return read_proc_meminfo(meminfo_path, ret);
                 }

@@ -29,8 +29,8 @@ typedef struct McDomainStats {
 
 typedef struct McHostMemory {
         uint64_t total_kib;
-        uint64_t free_kib; /* free + buffers + cached, or /proc/meminfo MemAvailable */
-        bool from_proc;    /* the driver had no node stats */
+        uint64_t free_kib; /* this host: MemAvailable; a remote one: libvirt's free + buffers + cached */
+        bool from_proc;    /* read from this host's /proc/meminfo */
 } McHostMemory;
 
 typedef struct McCallCounters {
