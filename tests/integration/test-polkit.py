@@ -7,7 +7,7 @@ Debian polkitd on it (polkitd takes the system bus from DBUS_SYSTEM_BUS_ADDRESS 
 the polkitd user itself), and memcoordd as root on libvirt's test driver. polkitd has no option
 for another rules or actions directory, so for the time of the run this file installs
   - dbus/org.memcoord.policy as /usr/share/polkit-1/actions/org.memcoord.test-PID.policy,
-  - a rules file /etc/polkit-1/rules.d/10-memcoord-test-PID.rules that says yes to
+  - a rules file /etc/polkit-1/rules.d/10-memcoord.test-PID.rules that says yes to
     org.memcoord.manage for the user mc-admin (and to nobody else),
   - the user mc-admin (useradd --system, when it does not exist),
 and removes all three at exit, on SIGTERM too. The rules file only ever names mc-admin.

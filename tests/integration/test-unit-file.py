@@ -13,7 +13,6 @@ namespace (PrivateNetwork=), no capabilities (CapabilityBoundingSet=) and no new
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 import unittest
