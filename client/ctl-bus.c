@@ -36,6 +36,8 @@ int ctl_connect(sd_bus **ret)
                                       ctl_args.user ? "session" : "system", strerror(-r));
                 return r;
         }
+        /* Changing a setting may need an admin's password: let polkit's agent ask for it. */
+        (void) sd_bus_set_allow_interactive_authorization(bus, true);
         *ret = bus;
         return 0;
 }
