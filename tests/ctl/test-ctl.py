@@ -531,6 +531,14 @@ def test_completion_static(env):
     tap.ok(got == ["domain", "host"], "completion: threshold kinds", got)
     got = complete(env, ["exclude", ""], env.env_nobus())
     tap.ok(got == [], "completion: no guests and no noise without a bus", got)
+    got = complete(env, ["-H", ".h"], env.env_nobus())
+    tap.ok(got == [".host"], "completion: -H offers .host", got)
+    home = os.path.join(env.tmp, "home")
+    os.makedirs(os.path.join(home, ".ssh"), exist_ok=True)
+    with open(os.path.join(home, ".ssh", "config"), "w") as f:
+        f.write("Host kvm-alpha kvm-beta\n  Port 2222\nHost *.example\n  User admin\n")
+    got = complete(env, ["-H", "kvm-"], env.env_nobus() | {"HOME": home})
+    tap.ok(got == ["kvm-alpha", "kvm-beta"], "completion: -H offers the aliases of ~/.ssh/config", got)
 
 
 def test_no_daemon(env):
