@@ -407,7 +407,10 @@ static void on_failed(CtlWatch *w, const char *what, const char *reason, void *u
 
 static void on_refreshed(CtlWatch *w, void *userdata)
 {
-        next_frame(userdata);
+        Top *t = userdata;
+
+        g_clear_pointer(&t->error, g_free);
+        next_frame(t);
 }
 
 static void on_balloon(CtlWatch *w, const CtlBalloon *x, void *userdata)

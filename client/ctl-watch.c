@@ -217,12 +217,18 @@ static void cancel_calls(CtlWatch *w)
         w->refresh = sd_bus_slot_unref(w->refresh);
 }
 
+static void announce_failure(CtlWatch *w, const char *what, const char *reason)
+{
+        if (w->cb->failed)
+                w->cb->failed(w, what, reason, w->userdata);
+}
+
+/* The state could not be read: what there is of it is not to be trusted. */
 static void report_failure(CtlWatch *w, const char *what, const char *reason)
 {
         cancel_calls(w);
         w->ready = false;
-        if (w->cb->failed)
-                w->cb->failed(w, what, reason, w->userdata);
+        announce_failure(w, what, reason);
 }
 
 static void fail(CtlWatch *w, const char *what, const sd_bus_error *error, int r)
@@ -375,24 +381,28 @@ typedef int (*ReplyReader)(CtlWatch *w, sd_bus_message *m);
 static int take_reply(CtlWatch *w, sd_bus_message *m, ReplyReader reader, bool refresh)
 {
         const sd_bus_error *e = sd_bus_message_get_error(m);
+        g_autofree char *reason = NULL;
         int r;
 
         if (e) {
                 r = sd_bus_message_get_errno(m);
                 r = r > 0 ? -r : -EIO;
-                if (!refresh ||
-                    !sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
-                                            SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED))
-                        fail(w, "read memcoordd's state", e, r);
-                return r;
+                if (refresh &&
+                    sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                           SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED))
+                        return r;
+                reason = failure_reason(w, e, r);
+        } else {
+                r = reader(w, m);
+                if (r >= 0)
+                        return r;
+                reason = g_strdup_printf("Unexpected reply from memcoordd: %s", strerror(-r));
         }
-        r = reader(w, m);
-        if (r < 0) {
-                g_autofree char *reason =
-                        g_strdup_printf("Unexpected reply from memcoordd: %s", strerror(-r));
-
+        /* A failed refresh leaves the state as it was: the next tick tries again. */
+        if (refresh)
+                announce_failure(w, "read memcoordd's state", reason);
+        else
                 report_failure(w, "read memcoordd's state", reason);
-        }
         return r;
 }
 
@@ -454,17 +464,21 @@ static int on_tick(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
         CtlWatch *w = userdata;
         CtlTick t;
 
-        if (!w->ready || sd_bus_message_read(m, "ttuu", &t.tick, &t.host_free, &t.managed, &t.changed) < 0)
+        /* Events are passed on from the start, as they come, state or not. */
+        if (sd_bus_message_read(m, "ttuu", &t.tick, &t.host_free, &t.managed, &t.changed) < 0)
                 return 0;
         w->manager.tick_count = t.tick;
         w->manager.host_free = t.host_free;
         if (w->cb->tick)
                 w->cb->tick(w, &t, w->userdata);
         /* A tick that ends while the last one's figures are on their way is left out. */
-        if ((w->flags & CTL_WATCH_FIGURES) && !w->refresh &&
-            sd_bus_call_method_async(w->bus, &w->refresh, MC_BUS_NAME, MC_MANAGER_PATH, MC_MANAGER_INTERFACE,
-                                     "ListDomains", on_refresh, w, NULL) < 0)
-                fail(w, "read memcoordd's state", NULL, -ENOMEM);
+        if ((w->flags & CTL_WATCH_FIGURES) && w->ready && !w->refresh) {
+                int r = sd_bus_call_method_async(w->bus, &w->refresh, MC_BUS_NAME, MC_MANAGER_PATH,
+                                                 MC_MANAGER_INTERFACE, "ListDomains", on_refresh, w, NULL);
+
+                if (r < 0)
+                        announce_failure(w, "read memcoordd's state", strerror(-r));
+        }
         return 0;
 }
 
@@ -474,7 +488,7 @@ static int on_balloon(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
         CtlBalloon b;
         DomainInfo *d;
 
-        if (!w->ready || sd_bus_message_read(m, "ostts", &b.object, &b.name, &b.from, &b.to, &b.reason) < 0)
+        if (sd_bus_message_read(m, "ostts", &b.object, &b.name, &b.from, &b.to, &b.reason) < 0)
                 return 0;
         d = g_hash_table_lookup(w->domains, b.object);
         if (d) {

@@ -36,7 +36,8 @@ typedef struct CtlBalloon {
         const char *reason;
 } CtlBalloon;
 
-/* Every callback may be NULL. The change callbacks come only once the state is ready. */
+/* Every callback may be NULL. The change callbacks come only once the state is ready; tick and
+ * balloon, events rather than state, from the start. */
 typedef struct CtlWatchCallbacks {
         /* The state is read: at the start, and again each time memcoordd came back. */
         void (*ready)(CtlWatch *w, void *userdata);
