@@ -17,7 +17,7 @@
 
 int verb_set_threshold(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         const char *member;
         uint64_t bytes;
         int r;
@@ -41,7 +41,7 @@ int verb_set_threshold(int argc, char **argv)
 
 int verb_set_interval(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         uint64_t usec;
         int r;
 
@@ -56,7 +56,7 @@ int verb_set_interval(int argc, char **argv)
 
 int verb_set_budget(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         uint64_t bytes = 0;
         int r;
 
@@ -73,7 +73,7 @@ int verb_set_budget(int argc, char **argv)
 
 static int simple_call(const char *what, const char *member)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         int r;
 
         r = ctl_connect(&bus);
@@ -99,7 +99,7 @@ int verb_reload(int argc, char **argv)
 
 static int set_excluded(const char *what, const char *domain, bool excluded)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         int r;
 
         r = ctl_connect(&bus);
@@ -150,7 +150,7 @@ static int parse_weight(const char *s, uint32_t *ret)
 
 int verb_set_limits(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         const char *domain = argv[1];
         uint64_t min = 0, max = 0;
         uint32_t weight = 0;

@@ -315,9 +315,6 @@ static int read_objects(CtlWatch *w, sd_bus_message *m)
         return read_dict(w, m, "oa{sa{sv}}", read_object_entry, NULL);
 }
 
-/* ListDomains: every figure of every guest in one call. A guest not known yet is taken whole
- * while the state is read; later its InterfacesAdded brings it, and only figures are taken
- * from here, so an announced change is never absorbed unreported. */
 int ctl_read_domain_entry(sd_bus_message *m, DomainInfo *d)
 {
         const char *object, *name, *uuid, *status, *reason;
@@ -337,6 +334,9 @@ int ctl_read_domain_entry(sd_bus_message *m, DomainInfo *d)
         return 1;
 }
 
+/* ListDomains: every figure of every guest in one call. With whole (while the state is read),
+ * a guest not known yet is taken whole; later its InterfacesAdded brings it, and only figures
+ * are taken from here, so an announced change is never absorbed unreported. */
 static int read_domain_list(CtlWatch *w, sd_bus_message *m, bool whole)
 {
         int r;
@@ -453,7 +453,7 @@ static int start_load(CtlWatch *w)
                 r = sd_bus_call_method_async(w->bus, &w->load[LOAD_DOMAINS], MC_BUS_NAME, MC_MANAGER_PATH,
                                              MC_MANAGER_INTERFACE, "ListDomains", on_load_reply, w, NULL);
         if (r < 0)
-                fail(w, "read memcoordd's state", NULL, r);
+                cancel_calls(w);
         return r;
 }
 
@@ -566,7 +566,10 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
                 if (w->cb->daemon_started)
                         w->cb->daemon_started(w, w->userdata);
                 /* The new instance's state becomes the reference. */
-                (void) start_load(w);
+                int r = start_load(w);
+
+                if (r < 0)
+                        fail(w, "read memcoordd's state", NULL, r);
         }
         return 0;
 }
@@ -638,6 +641,7 @@ static int on_connect_failed(sd_event_source *s, void *userdata)
         CtlWatch *w = userdata;
         g_autofree char *what = NULL;
 
+        (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
         if (!ctl_host_is_local(w->host))
                 what = g_strdup_printf("connect to the system bus on %s", w->host);
         else
@@ -689,7 +693,8 @@ CtlWatch *ctl_watch_free(CtlWatch *w)
         cancel_calls(w);
         if (w->bus) {
                 (void) sd_bus_detach_event(w->bus);
-                sd_bus_flush_close_unref(w->bus);
+                /* Nothing is left to send; a flush would wait for an ssh that does not connect. */
+                sd_bus_close_unref(w->bus);
         }
         sd_event_source_disable_unref(w->ssh_source);
         sd_event_source_disable_unref(w->defer_source);

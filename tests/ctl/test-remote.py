@@ -42,6 +42,7 @@ tap = ctl.tap
 MiB = ctl.MiB
 SSHD = "/usr/sbin/sshd"
 BRIDGE = shutil.which("systemd-stdio-bridge") or "/usr/bin/systemd-stdio-bridge"
+MUTE_TIMEOUT = 3
 
 
 def free_port():
@@ -123,10 +124,14 @@ SetEnv HOME={self.tmp}/home
         self.servers.append(p)
         return port, commands
 
-    def write_client_config(self, ports):
+    def write_client_config(self, ports, mute_port):
         hosts = "".join(f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {self.user}\n"
                         for alias, port in ports.items())
-        write(os.path.join(self.tmp, "ssh_config"), f"""{hosts}Host fleet-nokey
+        write(os.path.join(self.tmp, "ssh_config"), f"""{hosts}Host fleet-mute
+  HostName 127.0.0.1
+  Port {mute_port}
+  ConnectTimeout {MUTE_TIMEOUT}
+Host fleet-nokey
   HostName 127.0.0.1
   Port {ports['fleet-a']}
   User {self.user}
@@ -330,6 +335,19 @@ def test_errors(a, ssh, closed):
     tap.ok(ctl.one_line_error(r, "--host", "--user"), "-H with --user is refused", r)
 
 
+def test_mute(a, ssh):
+    # Each host waits on its own: the fleet takes as long as its slowest host, bounded by that
+    # host's ssh ConnectTimeout (which also covers the banner exchange).
+    start = time.monotonic()
+    r = ctl_run(a, ssh, "-H", "fleet-mute", "-H", "fleet-a", "-H", "fleet-b", "domains", "--no-legend")
+    took = time.monotonic() - start
+    line = only_line(r)
+    hosts = {l.split()[0] for l in r.out.splitlines()}
+    tap.ok(r.rc == 0 and hosts == {"fleet-a", "fleet-b"} and line is not None
+           and line.startswith("memcoordctl: fleet-mute: ") and "timed out" in line and took < MUTE_TIMEOUT + 10,
+           f"fleet: a host that never answers costs its ssh ConnectTimeout, the others are shown ({took:.1f} s)", r)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--memcoordd", required=True)
@@ -357,12 +375,18 @@ def main():
         ports = {}
         for name, env in (("fleet-a", a), ("fleet-b", b)):
             ports[name], commands[name] = ssh.start_server(name, env.socket)
-        ssh.write_client_config(ports)
+        # A host that accepts the connection and never says a word.
+        mute = socket.socket()
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        ssh.write_client_config(ports, mute.getsockname()[1])
         closed = free_port()
         test_one_host(a, b, ssh, ports, commands)
         test_monitor(a, ssh)
         test_fleet(a, b, ssh, ports, closed)
         test_errors(a, ssh, closed)
+        test_mute(a, ssh)
+        mute.close()
     except Exception as e:
         import traceback
         tap.ok(False, f"harness: {type(e).__name__}: {e}", traceback.format_exc() + a.daemon_output())
