@@ -112,14 +112,6 @@ const CtlField *ctl_field_by_property(const CtlField *fields, size_t n, const ch
         return NULL;
 }
 
-const CtlField *ctl_field_by_json(const CtlField *fields, size_t n, const char *json)
-{
-        for (size_t i = 0; i < n; i++)
-                if (fields[i].json && strcmp(fields[i].json, json) == 0)
-                        return &fields[i];
-        return NULL;
-}
-
 const char *ctl_field_string(const CtlField *f, const void *record)
 {
         const char *s = *(char *const *) (const void *) ((const char *) record + f->offset);

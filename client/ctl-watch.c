@@ -710,16 +710,6 @@ CtlWatch *ctl_watch_free(CtlWatch *w)
         return NULL;
 }
 
-const char *ctl_watch_host(const CtlWatch *w)
-{
-        return w->host;
-}
-
-bool ctl_watch_is_ready(const CtlWatch *w)
-{
-        return w->ready;
-}
-
 const ManagerInfo *ctl_watch_manager(const CtlWatch *w)
 {
         return &w->manager;

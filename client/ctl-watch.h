@@ -65,9 +65,6 @@ int ctl_watch_new(sd_event *event, const char *host, CtlWatchFlags flags, const 
 CtlWatch *ctl_watch_free(CtlWatch *w);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlWatch, ctl_watch_free)
 
-const char *ctl_watch_host(const CtlWatch *w);
-/* The state is read and the daemon is there. */
-bool ctl_watch_is_ready(const CtlWatch *w);
 const ManagerInfo *ctl_watch_manager(const CtlWatch *w);
 /* The guests, sorted by name; free the array (not the guests) with g_free(). */
 const DomainInfo **ctl_watch_domains(const CtlWatch *w, size_t *ret_n);

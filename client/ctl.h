@@ -166,7 +166,6 @@ extern const CtlField ctl_domain_fields[];
 extern const size_t ctl_n_domain_fields;
 
 const CtlField *ctl_field_by_property(const CtlField *fields, size_t n, const char *property);
-const CtlField *ctl_field_by_json(const CtlField *fields, size_t n, const char *json);
 
 /* Typed access to a record's field. */
 const char *ctl_field_string(const CtlField *f, const void *record);
