@@ -21,6 +21,10 @@
 /* The peak rate decays by this share per second: a cyclic load is remembered for ~30 s. */
 #define PEAK_DECAY_PER_SEC 0.03
 
+/* Unused stands still for ~4 s after a balloon change on the guests here; an idle guest's may
+ * stand still for good. Past this it is believed. */
+#define FROZEN_MAX_SEC 6
+
 /* Failed set-target calls back off 1 s, 2 s, 4 s ... up to this. */
 #define RETRY_MAX_USEC (60 * UINT64_C(1000000))
 
@@ -133,7 +137,8 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
         if (!ctx->synthetic && g->last_update_seen == g->sample_stamp)
                 return; /* the same sample again */
         if (g->unused_kib == g->sample_unused_kib &&
-            diff_u64(g->actual_kib, g->sample_actual_kib) >= ctx->dead_band_kib) {
+            diff_u64(g->actual_kib, g->sample_actual_kib) >= ctx->dead_band_kib &&
+            g->last_update_seen - g->sample_stamp <= FROZEN_MAX_SEC) {
                 g->frozen = true;
                 return;
         }
