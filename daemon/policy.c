@@ -440,7 +440,10 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                         double left = 1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
                         keep += rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
                 }
-                uint64_t amount = claim_amount(s, g, &w[i], w[i].headroom_kib, keep);
+                /* Never more than the reading itself shows, less the claim in flight: the
+                 * claim fraction holds against the freshest figure too. */
+                uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));
+                uint64_t amount = claim_amount(s, g, &w[i], min_u64(w[i].headroom_kib, seen), keep);
                 if (amount < s->dead_band_kib)
                         continue;
                 w[i].to_kib = claim_base_kib(g) - amount;
