@@ -82,7 +82,7 @@ uint64_t mc_guest_headroom_kib(const McGuest *g)
 
 static void learn_reserve(McGuest *g, const McReading *r)
 {
-        if (r->disk_caches_kib == 0 || r->disk_caches_kib > RESERVE_LEARN_MAX_CACHE_KIB)
+        if (r->disk_caches_kib > RESERVE_LEARN_MAX_CACHE_KIB)
                 return;
         if (r->usable_kib < RESERVE_LEARN_MIN_USABLE_KIB || r->usable_kib > r->unused_kib)
                 return;
