@@ -126,6 +126,8 @@ static void on_connection_changed(void *userdata, bool connected)
 
         g_assert(!m->in_tick);
         m->connected = connected;
+        if (connected)
+                m->counters.connects++;
         if (!connected)
                 remove_all_guests(m);
         notify_manager(m, MC_MANAGER_CHANGED_STATE);
@@ -277,6 +279,7 @@ static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint6
         if (m->config->dry_run) {
                 /* Logged and signalled as usual; nothing is applied or remembered. */
                 mc_log_balloon(g->name, g->uuid, from, dec->to_kib, reason, true);
+                m->counters.balloon_changes[dec->reason]++;
                 if (m->listener.balloon_changed)
                         m->listener.balloon_changed(m->listener_userdata, g, from, dec->to_kib, dec->reason);
                 return 0;
@@ -287,10 +290,12 @@ static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint6
                 if (r == -ENOTCONN)
                         return r;
                 mc_guest_target_failed(g, now_mono);
+                m->counters.set_failures++;
                 return 0;
         }
         mc_guest_target_set(g, from, dec->to_kib, dec->reason, now_mono, now_usec(m, CLOCK_REALTIME));
         mc_log_balloon(g->name, g->uuid, from, dec->to_kib, reason, false);
+        m->counters.balloon_changes[dec->reason]++;
         if (m->listener.balloon_changed)
                 m->listener.balloon_changed(m->listener_userdata, g, from, dec->to_kib, dec->reason);
         return 1;
@@ -385,6 +390,8 @@ static int run_tick(McManager *m)
         for (size_t i = 0; i < n; i++)
                 if (list[i]->status == MC_GUEST_MANAGED)
                         managed++;
+                else
+                        m->counters.skipped[list[i]->status]++;
 
         decisions = g_new0(McDecision, MAX(n, 1));
         short_kib = g_new0(uint64_t, MAX(n, 1));
@@ -433,6 +440,11 @@ int mc_manager_tick(McManager *m)
         (void) clock_gettime(CLOCK_MONOTONIC, &b);
         m->last_tick_usec = (uint64_t) (b.tv_sec - a.tv_sec) * MC_USEC_PER_SEC +
                             (uint64_t) ((b.tv_nsec - a.tv_nsec) / 1000);
+        mc_metrics_observe_tick(&m->counters, m->last_tick_usec);
+        const McCallCounters *calls = mc_hypervisor_calls(m->hypervisor);
+        m->counters.calls_bulk += calls->bulk_calls;
+        m->counters.calls_per_domain += calls->per_domain_calls;
+        m->counters.calls_other += calls->other_calls;
         return r;
 }
 

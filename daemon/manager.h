@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "hypervisor.h"
+#include "metrics.h"
 #include "policy.h"
 
 typedef enum McState {
@@ -71,6 +72,7 @@ struct McManager {
         uint64_t last_tick_usec; /* CPU-independent wall time the last tick took */
         McHostMemory host;
         McPolicySummary last_summary;
+        McMetricsCounters counters; /* since start, for metrics.h */
 
         McManagerListener listener;
         void *listener_userdata;
