@@ -21,6 +21,13 @@
 /* The peak rate decays by this share per second: a cyclic load is remembered for ~30 s. */
 #define PEAK_DECAY_PER_SEC 0.03
 
+/* libvirt's actual shows a balloon change ~1 s late, after a landing of up to 1.6 s. */
+#define LAG_SETTLE_USEC (3 * UINT64_C(1000000))
+
+/* Unused stands still for ~4 s after a balloon change on the guests here; an idle guest's may
+ * stand still for good. Past this it is believed. */
+#define FROZEN_MAX_SEC 6
+
 /* Failed set-target calls back off 1 s, 2 s, 4 s ... up to this. */
 #define RETRY_MAX_USEC (60 * UINT64_C(1000000))
 
@@ -55,9 +62,31 @@ uint64_t mc_guest_target_kib(const McGuest *g)
         return g->last_target_kib > 0 ? g->last_target_kib : g->actual_kib;
 }
 
+/*
+ * MemAvailable is MemFree plus reclaimable cache less the kernel's reserve (~65 MiB on the
+ * guests here). The reserve is learned while the cache is small; from there on headroom is
+ * MemAvailable plus that reserve, so that it moves smoothly from MemFree to MemAvailable as
+ * free memory fills with cache, instead of dropping by the reserve. Up to that much cache (the
+ * rootfs of a diskless guest is a few MiB) headroom is MemFree, exactly.
+ */
+#define RESERVE_LEARN_MAX_CACHE_KIB (16 * UINT64_C(1024))
+#define RESERVE_LEARN_MIN_USABLE_KIB (8 * UINT64_C(1024))
+
 uint64_t mc_guest_headroom_kib(const McGuest *g)
 {
-        return g->usable_kib > g->unused_kib ? g->usable_kib : g->unused_kib;
+        if (g->usable_kib == 0 || g->disk_caches_kib <= RESERVE_LEARN_MAX_CACHE_KIB)
+                return g->unused_kib;
+        uint64_t usable = g->usable_kib + g->reserve_kib;
+        return usable > g->unused_kib ? usable : g->unused_kib;
+}
+
+static void learn_reserve(McGuest *g, const McReading *r)
+{
+        if (r->disk_caches_kib == 0 || r->disk_caches_kib > RESERVE_LEARN_MAX_CACHE_KIB)
+                return;
+        if (r->usable_kib < RESERVE_LEARN_MIN_USABLE_KIB || r->usable_kib > r->unused_kib)
+                return;
+        g->reserve_kib = r->unused_kib - r->usable_kib;
 }
 
 McGuestLimits mc_guest_limits(uint64_t default_min_kib, const McGuest *g)
@@ -79,13 +108,17 @@ McGuestLimits mc_guest_limits(uint64_t default_min_kib, const McGuest *g)
  * two samples is not taken for demand. libvirt's `actual` lags the guest's figures by ~1 s and
  * is only the fallback: a guest with autodeflate keeps MemTotal at its maximum.
  */
+static bool memtotal_follows_balloon(const McGuest *g, uint64_t band)
+{
+        return g->available_kib > 0 &&
+               (g->actual_kib + 2 * band >= g->max_kib || 2 * g->available_kib < g->actual_kib + g->max_kib);
+}
+
 static uint64_t used_kib(const McGuest *g, uint64_t band)
 {
-        uint64_t headroom = mc_guest_headroom_kib(g), size = g->actual_kib;
+        uint64_t headroom = mc_guest_headroom_kib(g);
+        uint64_t size = memtotal_follows_balloon(g, band) ? g->available_kib : g->actual_kib;
 
-        if (g->available_kib > 0 &&
-            (g->actual_kib + 2 * band >= g->max_kib || 2 * g->available_kib < g->actual_kib + g->max_kib))
-                size = g->available_kib;
         return size > headroom ? size - headroom : 0;
 }
 
@@ -111,7 +144,16 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
         if (!ctx->synthetic && g->last_update_seen == g->sample_stamp)
                 return; /* the same sample again */
         if (g->unused_kib == g->sample_unused_kib &&
-            diff_u64(g->actual_kib, g->sample_actual_kib) >= ctx->dead_band_kib) {
+            diff_u64(g->actual_kib, g->sample_actual_kib) >= ctx->dead_band_kib &&
+            g->last_update_seen - g->sample_stamp <= FROZEN_MAX_SEC) {
+                g->frozen = true;
+                return;
+        }
+        /* Where only libvirt's lagging actual tells the balloon's size (autodeflate), a sample
+         * soon after our own change mixes the old size with the new headroom: not believed. */
+        uint64_t last_change = g->last_grant_usec > g->last_claim_usec ? g->last_grant_usec : g->last_claim_usec;
+        if (!memtotal_follows_balloon(g, ctx->dead_band_kib) && last_change > 0 &&
+            ctx->now_mono_usec < last_change + LAG_SETTLE_USEC) {
                 g->frozen = true;
                 return;
         }
@@ -252,6 +294,7 @@ unsigned mc_guest_observe(McGuest *g, const McReading *r, const McObserveContext
                 g->disk_caches_kib = r->disk_caches_kib;
                 g->last_update_seen = r->last_update;
                 g->has_stats = true;
+                learn_reserve(g, r);
         } else {
                 g->freshness = (McFreshness){};
                 g->stats_age_usec = UINT64_MAX;

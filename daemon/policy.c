@@ -19,14 +19,17 @@
  * 0.2-1.6 s. A consuming guest is given, on top of T, what it eats over interval + REACTION.
  */
 #define REACTION_USEC (3 * UINT64_C(1000000))
+/* A balloon has landed this long after the call (0.2-1.6 s measured), and the guest's stamp
+ * is to the second. */
+#define LANDED_USEC (2 * UINT64_C(1000000))
 /* A sample is read on average half a stats period after the guest took it. */
 #define SAMPLE_AGE_USEC (UINT64_C(500000))
 /* Below this growth a guest is steady: an idle guest's MemFree wanders by ~1 MiB in 2 s. */
 #define RATE_STEADY_KIB_S 512.0
 /* A guest granted memory keeps the larger reserve (its peak rate over the reaction time) this
- * long, and nothing is claimed from it sooner than FLIP_GUARD after a grant: a cyclic load
- * is not answered with claims it must be granted back (ping-pong). 30 s of hold plus ~12
- * ticks of claims still return what a workload freed within 60 s. */
+ * long, shrinking to nothing over that time, and nothing is claimed from it sooner than
+ * FLIP_GUARD after a grant: a cyclic load is not answered with claims it must be granted back
+ * (ping-pong), and what a workload freed is still returned within 60 s. */
 #define GRANT_HOLD_USEC (30 * UINT64_C(1000000))
 #define FLIP_GUARD_USEC (10 * UINT64_C(1000000))
 
@@ -317,13 +320,16 @@ static uint64_t predicted_headroom_kib(const McPolicyInput *in, const McGuest *g
         if (!g->has_sample)
                 return sub_sat(mc_guest_headroom_kib(g), g->actual_kib - min_u64(target, g->actual_kib));
         uint64_t since = sub_sat(in->now_mono_usec, g->sample_mono_usec) + SAMPLE_AGE_USEC;
-        /* libvirt's actual lags the guest's own figures: whether the sample already showed the
-         * balloon moves since its actual, or none of them, is not known. Take the smaller. */
+        /* libvirt's actual lags the guest's own figures by ~1 s. A sample stamped well after our
+         * last change (it has landed by then) shows every move up to actual; otherwise whether
+         * it shows the moves since its own actual is not known: take the smaller. */
         double moved_since_sample = (double) target - (double) g->sample_actual_kib;
         double moved_since_now = (double) target - (double) g->actual_kib;
-        double h = (double) g->sample_headroom_kib +
-                   (moved_since_sample < moved_since_now ? moved_since_sample : moved_since_now) -
-                   rate * (double) since / 1e6;
+        double moved = moved_since_sample < moved_since_now ? moved_since_sample : moved_since_now;
+        if (g->last_change_usec > 0 && g->sample_stamp > 0 &&
+            (uint64_t) g->sample_stamp * UINT64_C(1000000) >= g->last_change_usec + LANDED_USEC)
+                moved = moved_since_now;
+        double h = (double) g->sample_headroom_kib + moved - rate * (double) since / 1e6;
         return h > 0 ? (uint64_t) h : 0;
 }
 
@@ -429,9 +435,15 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                         continue;
 
                 uint64_t keep = sum->crunch ? T : 2 * T;
-                if (!sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC))
-                        keep += rate_cover_kib(g->peak_rate_kib_s, horizon_usec(in));
-                uint64_t amount = claim_amount(s, g, &w[i], w[i].headroom_kib, keep);
+                if (!sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC)) {
+                        /* The hold's reserve shrinks to nothing over the hold. */
+                        double left = 1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
+                        keep += rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
+                }
+                /* Never more than the reading itself shows, less the claim in flight: the
+                 * claim fraction holds against the freshest figure too. */
+                uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));
+                uint64_t amount = claim_amount(s, g, &w[i], min_u64(w[i].headroom_kib, seen), keep);
                 if (amount < s->dead_band_kib)
                         continue;
                 w[i].to_kib = claim_base_kib(g) - amount;
