@@ -105,7 +105,9 @@ static int set_excluded(const char *what, const char *domain, bool excluded)
         r = ctl_connect(&bus);
         if (r < 0)
                 return r;
-        return ctl_call(bus, what, domain, "SetDomainExcluded", NULL, "sb", domain, (int) excluded);
+        return ctl_call(bus, what, domain,
+                        ctl_args.persistent ? "SetDomainExcludedPersistent" : "SetDomainExcluded", NULL,
+                        "sb", domain, (int) excluded);
 }
 
 int verb_exclude(int argc, char **argv)
@@ -220,6 +222,7 @@ int verb_set_limits(int argc, char **argv)
                 }
                 /* An unknown guest: let the daemon say so, in its words. */
         }
-        return ctl_call(bus, "set limits", domain, "SetDomainLimits", NULL, "sttu", domain, min, max,
-                        weight);
+        return ctl_call(bus, "set limits", domain,
+                        ctl_args.persistent ? "SetDomainLimitsPersistent" : "SetDomainLimits", NULL, "sttu",
+                        domain, min, max, weight);
 }

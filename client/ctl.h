@@ -36,6 +36,7 @@ typedef struct CtlArgs {
         const char *max;
         const char *weight;
         uint64_t iterations; /* top -n; 0 = until quit */
+        bool persistent;     /* set-limits, exclude, include: store in the guest's domain XML */
 } CtlArgs;
 
 extern CtlArgs ctl_args;

@@ -33,6 +33,7 @@ typedef enum VerbFlags {
         VERB_LIMIT_OPTIONS = 1 << 1, /* takes --min, --max, --weight */
         VERB_ITERATIONS = 1 << 2,    /* takes -n */
         VERB_FLEET = 1 << 3,         /* takes several -H */
+        VERB_PERSISTENT = 1 << 4,    /* takes --persistent */
 } VerbFlags;
 
 typedef struct Verb {
@@ -55,10 +56,13 @@ static const Verb verbs[] = {
           "Cap the memory all guests hold together, or remove the cap" },
         { "pause", 0, 0, 0, verb_pause, "", "Stop moving balloons (statistics are still read)" },
         { "resume", 0, 0, 0, verb_resume, "", "Move balloons again" },
-        { "set-limits", 1, 1, VERB_LIMIT_OPTIONS, verb_set_limits,
-          "DOMAIN [--min SIZE] [--max SIZE] [--weight N]", "Set a guest's floor, cap and weight" },
-        { "exclude", 1, 1, 0, verb_exclude, "DOMAIN", "Never move this guest's balloon" },
-        { "include", 1, 1, 0, verb_include, "DOMAIN", "Manage this guest again" },
+        { "set-limits", 1, 1, VERB_LIMIT_OPTIONS | VERB_PERSISTENT, verb_set_limits,
+          "DOMAIN [--min SIZE] [--max SIZE] [--weight N] [--persistent]",
+          "Set a guest's floor, cap and weight" },
+        { "exclude", 1, 1, VERB_PERSISTENT, verb_exclude, "DOMAIN [--persistent]",
+          "Never move this guest's balloon" },
+        { "include", 1, 1, VERB_PERSISTENT, verb_include, "DOMAIN [--persistent]",
+          "Manage this guest again" },
         { "reload", 0, 0, 0, verb_reload, "", "Make memcoordd re-read its config file and state file" },
         { "monitor", 0, 0, 0, verb_monitor, "",
           "Print ticks, balloon changes and setting changes as they happen" },
@@ -94,6 +98,8 @@ static void help(void)
                "     --min=SIZE|default          set-limits: the guest's floor\n"
                "     --max=SIZE|default          set-limits: the guest's cap\n"
                "     --weight=N|default          set-limits: its share when memory is short (1-10000)\n"
+               "     --persistent                set-limits, exclude, include: store the setting in the\n"
+               "                                 guest's domain XML, where it travels with the guest\n"
                "  -n --iterations=N              top: stop after N refreshes\n"
                "\n"
                "SIZE is bytes or a number with a binary suffix: 157286400, 100M, 1.5G.\n"
@@ -116,6 +122,7 @@ static int parse_argv(int argc, char **argv)
                 ARG_MIN,
                 ARG_MAX,
                 ARG_WEIGHT,
+                ARG_PERSISTENT,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -128,6 +135,7 @@ static int parse_argv(int argc, char **argv)
                 { "min", required_argument, NULL, ARG_MIN },
                 { "max", required_argument, NULL, ARG_MAX },
                 { "weight", required_argument, NULL, ARG_WEIGHT },
+                { "persistent", no_argument, NULL, ARG_PERSISTENT },
                 { "iterations", required_argument, NULL, 'n' },
                 {},
         };
@@ -181,6 +189,9 @@ static int parse_argv(int argc, char **argv)
                         break;
                 case ARG_WEIGHT:
                         ctl_args.weight = optarg;
+                        break;
+                case ARG_PERSISTENT:
+                        ctl_args.persistent = true;
                         break;
                 case 'n': {
                         char *end = NULL;
@@ -255,6 +266,10 @@ static int dispatch(int argc, char **argv)
         }
         if (!(verb->flags & VERB_LIMIT_OPTIONS) && (ctl_args.min || ctl_args.max || ctl_args.weight)) {
                 ctl_log_error("--min, --max and --weight go with set-limits only");
+                return -EINVAL;
+        }
+        if (!(verb->flags & VERB_PERSISTENT) && ctl_args.persistent) {
+                ctl_log_error("--persistent goes with set-limits, exclude and include only");
                 return -EINVAL;
         }
         if (!(verb->flags & VERB_FLEET) && ctl_args.n_hosts > 1) {

@@ -30,6 +30,8 @@ static const struct {
         { MC_MANAGER_INTERFACE, "Resume", ACCESS_MANAGE },
         { MC_MANAGER_INTERFACE, "SetDomainLimits", ACCESS_MANAGE },
         { MC_MANAGER_INTERFACE, "SetDomainExcluded", ACCESS_MANAGE },
+        { MC_MANAGER_INTERFACE, "SetDomainLimitsPersistent", ACCESS_MANAGE },
+        { MC_MANAGER_INTERFACE, "SetDomainExcludedPersistent", ACCESS_MANAGE },
         { MC_MANAGER_INTERFACE, "Reload", ACCESS_MANAGE },
 };
 

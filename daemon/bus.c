@@ -221,6 +221,37 @@ static int do_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_er
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+static int do_set_domain_limits_persistent(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *domain, *why = NULL;
+        uint64_t min_bytes, max_bytes;
+        uint32_t weight;
+        int r;
+
+        r = sd_bus_message_read(msg, "sttu", &domain, &min_bytes, &max_bytes, &weight);
+        if (r < 0)
+                return r;
+        r = mc_manager_set_domain_limits_persistent(userdata, domain, bytes_to_kib_up(min_bytes),
+                                                    bytes_to_kib_up(max_bytes), weight, &why);
+        if (r < 0)
+                return reply_error(error, r, domain, why);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int do_set_domain_excluded_persistent(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *domain, *why = NULL;
+        int excluded, r;
+
+        r = sd_bus_message_read(msg, "sb", &domain, &excluded);
+        if (r < 0)
+                return r;
+        r = mc_manager_set_domain_excluded_persistent(userdata, domain, excluded, &why);
+        if (r < 0)
+                return reply_error(error, r, domain, why);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 static int do_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         g_autoptr(GError) e = NULL;
@@ -282,6 +313,16 @@ static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return mc_auth_gate(msg, do_reload, userdata, error);
 }
 
+static int method_set_domain_limits_persistent(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_limits_persistent, userdata, error);
+}
+
+static int method_set_domain_excluded_persistent(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_excluded_persistent, userdata, error);
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -316,6 +357,13 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_NO_RESULT, method_set_domain_limits, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetDomainExcluded", SD_BUS_ARGS("s", domain, "b", excluded),
                                 SD_BUS_NO_RESULT, method_set_domain_excluded, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetDomainLimitsPersistent",
+                                SD_BUS_ARGS("s", domain, "t", min_bytes, "t", max_bytes, "u", weight),
+                                SD_BUS_NO_RESULT, method_set_domain_limits_persistent,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetDomainExcludedPersistent", SD_BUS_ARGS("s", domain, "b", excluded),
+                                SD_BUS_NO_RESULT, method_set_domain_excluded_persistent,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS(

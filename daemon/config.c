@@ -40,6 +40,7 @@ void mc_config_free(McConfig *c)
                 return;
         g_hash_table_unref(c->domains);
         g_free(c->uri);
+        g_free(c->metrics_file);
         g_free(c);
 }
 
@@ -256,6 +257,16 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
                                 g_free(c->uri);
                                 c->uri = g_steal_pointer(&uri);
                         }
+                } else if (g_str_equal(k, "MetricsFile")) {
+                        g_autofree char *path = NULL;
+                        ok = get_string(p, GROUP_COORDINATOR, k, &path);
+                        if (ok && path[0] != '\0' && !g_path_is_absolute(path))
+                                ok = parse_fail(p, GROUP_COORDINATOR, k,
+                                                "MetricsFile: '%s' is not an absolute path", path);
+                        if (ok) {
+                                g_free(c->metrics_file);
+                                c->metrics_file = path[0] ? g_steal_pointer(&path) : NULL;
+                        }
                 } else
                         ok = parse_fail(p, GROUP_COORDINATOR, k, "unknown key '%s' in [%s]", k,
                                         GROUP_COORDINATOR);
@@ -335,6 +346,7 @@ gboolean mc_config_load_data(McConfig *c, const char *data, const char *origin, 
         tmp->dry_run = c->dry_run;
         g_free(tmp->uri);
         tmp->uri = g_strdup(c->uri);
+        tmp->metrics_file = g_strdup(c->metrics_file);
         GHashTableIter it;
         gpointer v;
         g_hash_table_iter_init(&it, c->domains);
@@ -367,6 +379,8 @@ gboolean mc_config_load_data(McConfig *c, const char *data, const char *origin, 
         c->dry_run = tmp->dry_run;
         g_free(c->uri);
         c->uri = g_steal_pointer(&tmp->uri);
+        g_free(c->metrics_file);
+        c->metrics_file = g_steal_pointer(&tmp->metrics_file);
         GHashTable *swap = c->domains;
         c->domains = tmp->domains;
         tmp->domains = swap;

@@ -26,6 +26,7 @@ typedef struct McConfig {
         uint64_t interval_usec;
         bool dry_run;
         char *uri;
+        char *metrics_file;  /* MetricsFile=: node_exporter textfile; NULL = none; read at start */
         GHashTable *domains; /* name -> McDomainConfig* */
 } McConfig;
 

@@ -39,6 +39,21 @@ typedef enum McReason {
         _MC_REASON_MAX,
 } McReason;
 
+/*
+ * Settings a guest carries in its own definition (libvirt: its domain XML), so they travel
+ * with it from host to host: memcoord's <metadata> element and <memtune><min_guarantee>.
+ * 0 / -1 = not set there.
+ */
+typedef struct McGuestMeta {
+        uint64_t min_kib;
+        uint64_t max_kib;
+        unsigned weight;
+        int excluded;               /* -1 = not set, 0 = no, 1 = yes */
+        uint64_t min_guarantee_kib; /* <memtune><min_guarantee>: a floor when nothing else sets one */
+} McGuestMeta;
+
+#define MC_GUEST_META_NONE ((McGuestMeta){ .excluded = -1 })
+
 /* One guest as the hypervisor reported it at one collect. */
 typedef struct McReading {
         char uuid[MC_UUID_STRLEN];
@@ -52,6 +67,8 @@ typedef struct McReading {
         uint64_t disk_caches_kib; /* page cache the guest can drop; 0 = not reported */
         uint64_t max_kib;
         int64_t last_update; /* the guest's stamp of the sample, epoch seconds; 0 = none */
+        bool has_meta;       /* meta was read: the backend reports settings from the definition */
+        McGuestMeta meta;
 } McReading;
 
 void mc_reading_clear(McReading *r);
@@ -75,6 +92,7 @@ typedef struct McGuest {
         uint64_t limit_max_kib; /* admin cap; 0 = max_kib */
         unsigned weight;        /* crunch share bias; 0 = MC_DEFAULT_WEIGHT */
         bool excluded;
+        McGuestMeta meta; /* from the guest's definition; folded into the above by the manager */
 
         /* The last readings: fresh ones when status is MC_GUEST_MANAGED. */
         bool has_stats;

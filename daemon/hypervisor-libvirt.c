@@ -10,7 +10,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "hypervisor-libvirt.h"
 #include "log.h"
+#include "memcoord/memcoord.h"
+#include "memcoord/units.h"
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virDomainFree)
 
@@ -22,6 +25,8 @@ typedef struct KnownDomain {
         uint64_t max_kib;          /* when the bulk record lacks balloon.maximum */
         uint64_t fixed_actual_kib; /* memory of a guest without a balloon */
         unsigned generation;       /* last collect that saw it */
+        bool meta_stale;           /* metadata to be read (first sight, or libvirt said it changed) */
+        McGuestMeta meta;          /* memcoord's metadata and <memtune><min_guarantee> */
 } KnownDomain;
 
 typedef struct Libvirt {
@@ -29,6 +34,7 @@ typedef struct Libvirt {
         bool node_stats_unsupported;
         int node_nparams; /* fields of virNodeGetMemoryStats; 0 = not asked yet */
         int lifecycle_id;
+        int metadata_id;
         GHashTable *known; /* uuid -> KnownDomain* */
         unsigned generation;
 } Libvirt;
@@ -36,6 +42,229 @@ typedef struct Libvirt {
 static Libvirt *impl(McHypervisor *h)
 {
         return h->impl;
+}
+
+/* ---- memcoord's settings in the domain XML ---- */
+
+typedef struct MetaParse {
+        McGuestMeta meta;
+        bool found;
+        char *why;
+} MetaParse;
+
+static const char *local_name(const char *element)
+{
+        const char *colon = strchr(element, ':');
+
+        return colon ? colon + 1 : element;
+}
+
+static bool parse_meta_size(const char *v, uint64_t *ret_kib)
+{
+        uint64_t bytes;
+
+        if (mc_parse_size(v, &bytes) < 0)
+                return false;
+        /* Up to whole KiB, so a non-zero size stays non-zero. */
+        *ret_kib = bytes / MC_BYTES_PER_KIB + (bytes % MC_BYTES_PER_KIB != 0);
+        return true;
+}
+
+static void meta_start(GMarkupParseContext *ctx, const char *element, const char **names,
+                       const char **values, gpointer userdata, GError **error)
+{
+        MetaParse *p = userdata;
+
+        /* The outermost element is ours: libvirt picked it by namespace. */
+        if (g_markup_parse_context_get_element_stack(ctx)->next ||
+            !g_str_equal(local_name(element), "limits"))
+                return;
+        p->found = true;
+        for (size_t i = 0; names[i]; i++) {
+                const char *n = local_name(names[i]), *v = values[i];
+                char *end = NULL;
+
+                if (g_str_has_prefix(names[i], "xmlns"))
+                        continue;
+                if (g_str_equal(n, "min") || g_str_equal(n, "max")) {
+                        uint64_t kib;
+                        if (!parse_meta_size(v, &kib)) {
+                                p->why = g_strdup_printf("%s=\"%s\" is not a size", n, v);
+                                return;
+                        }
+                        *(g_str_equal(n, "min") ? &p->meta.min_kib : &p->meta.max_kib) = kib;
+                } else if (g_str_equal(n, "weight")) {
+                        unsigned long w = strtoul(v, &end, 10);
+                        if (!v[0] || *end || w < 1 || w > 10000) {
+                                p->why = g_strdup_printf("weight=\"%s\" is not a weight from 1 to 10000", v);
+                                return;
+                        }
+                        p->meta.weight = (unsigned) w;
+                } else if (g_str_equal(n, "exclude")) {
+                        if (g_str_equal(v, "yes") || g_str_equal(v, "true") || g_str_equal(v, "1"))
+                                p->meta.excluded = 1;
+                        else if (g_str_equal(v, "no") || g_str_equal(v, "false") || g_str_equal(v, "0"))
+                                p->meta.excluded = 0;
+                        else {
+                                p->why = g_strdup_printf("exclude=\"%s\" is not yes or no", v);
+                                return;
+                        }
+                }
+                /* Other attributes are left for later versions of the format. */
+        }
+}
+
+int mc_libvirt_parse_meta(const char *xml, McGuestMeta *meta, char **why)
+{
+        static const GMarkupParser parser = { .start_element = meta_start };
+        MetaParse p = { .meta = *meta };
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GMarkupParseContext) ctx = NULL;
+
+        p.meta.min_kib = p.meta.max_kib = 0;
+        p.meta.weight = 0;
+        p.meta.excluded = -1;
+        ctx = g_markup_parse_context_new(&parser, G_MARKUP_PREFIX_ERROR_POSITION, &p, NULL);
+        if (!g_markup_parse_context_parse(ctx, xml, -1, &error) ||
+            !g_markup_parse_context_end_parse(ctx, &error)) {
+                g_free(p.why);
+                *why = g_strdup(error->message);
+                return -EINVAL;
+        }
+        if (!p.why && !p.found)
+                p.why = g_strdup("no <limits> element");
+        if (!p.why && p.meta.min_kib > 0 && p.meta.max_kib > 0 && p.meta.min_kib > p.meta.max_kib)
+                p.why = g_strdup("min is larger than max");
+        if (p.why) {
+                *why = p.why;
+                return -EINVAL;
+        }
+        *meta = p.meta;
+        return 0;
+}
+
+typedef struct MemtuneParse {
+        bool in_min_guarantee;
+        uint64_t factor;
+        GString *text;
+} MemtuneParse;
+
+static uint64_t unit_factor(const char *unit)
+{
+        static const struct {
+                const char *name;
+                uint64_t bytes;
+        } units[] = {
+                { "b", 1 },
+                { "bytes", 1 },
+                { "k", 1024 },
+                { "KiB", 1024 },
+                { "KB", 1000 },
+                { "M", 1 << 20 },
+                { "MiB", 1 << 20 },
+                { "MB", 1000000 },
+                { "G", 1 << 30 },
+                { "GiB", 1 << 30 },
+                { "GB", 1000000000 },
+                { "T", UINT64_C(1) << 40 },
+                { "TiB", UINT64_C(1) << 40 },
+                { "TB", UINT64_C(1000000000000) },
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(units); i++)
+                if (g_ascii_strcasecmp(unit, units[i].name) == 0)
+                        return units[i].bytes;
+        return 0;
+}
+
+static void memtune_start(GMarkupParseContext *ctx, const char *element, const char **names,
+                          const char **values, gpointer userdata, GError **error)
+{
+        MemtuneParse *p = userdata;
+        const GSList *stack = g_markup_parse_context_get_element_stack(ctx);
+
+        /* domain > memtune > min_guarantee, nowhere else. */
+        if (!g_str_equal(element, "min_guarantee") || !stack->next ||
+            !g_str_equal(stack->next->data, "memtune") || !stack->next->next ||
+            !g_str_equal(stack->next->next->data, "domain") || stack->next->next->next)
+                return;
+        p->in_min_guarantee = true;
+        p->factor = 1024; /* libvirt's default unit: KiB */
+        for (size_t i = 0; names[i]; i++)
+                if (g_str_equal(names[i], "unit"))
+                        p->factor = unit_factor(values[i]);
+}
+
+static void memtune_end(GMarkupParseContext *ctx, const char *element, gpointer userdata, GError **error)
+{
+        ((MemtuneParse *) userdata)->in_min_guarantee = false;
+}
+
+static void memtune_text(GMarkupParseContext *ctx, const char *text, gsize len, gpointer userdata,
+                         GError **error)
+{
+        MemtuneParse *p = userdata;
+
+        if (p->in_min_guarantee)
+                g_string_append_len(p->text, text, (gssize) len);
+}
+
+uint64_t mc_libvirt_parse_min_guarantee(const char *domain_xml)
+{
+        static const GMarkupParser parser = {
+                .start_element = memtune_start,
+                .end_element = memtune_end,
+                .text = memtune_text,
+        };
+        MemtuneParse p = { .text = g_string_new(NULL) };
+        g_autoptr(GMarkupParseContext) ctx = g_markup_parse_context_new(&parser, 0, &p, NULL);
+        uint64_t kib = 0;
+
+        if (g_markup_parse_context_parse(ctx, domain_xml, -1, NULL) &&
+            g_markup_parse_context_end_parse(ctx, NULL) && p.factor > 0) {
+                g_strstrip(p.text->str);
+                char *end = NULL;
+                unsigned long long v = g_ascii_strtoull(p.text->str, &end, 10);
+                if (p.text->str[0] && end && *end == '\0' && v <= UINT64_MAX / p.factor) {
+                        uint64_t bytes = v * p.factor;
+                        kib = bytes / 1024 + (bytes % 1024 != 0);
+                }
+        }
+        g_string_free(p.text, TRUE);
+        return kib;
+}
+
+/* Exact sizes: the largest binary unit that divides them. */
+static char *format_meta_size(uint64_t kib)
+{
+        if (kib % (UINT64_C(1) << 20) == 0)
+                return g_strdup_printf("%" G_GUINT64_FORMAT "G", kib >> 20);
+        if (kib % 1024 == 0)
+                return g_strdup_printf("%" G_GUINT64_FORMAT "M", kib >> 10);
+        return g_strdup_printf("%" G_GUINT64_FORMAT "K", kib);
+}
+
+char *mc_libvirt_format_meta(const McGuestMeta *meta)
+{
+        GString *s;
+
+        if (meta->min_kib == 0 && meta->max_kib == 0 && meta->weight == 0 && meta->excluded < 0)
+                return NULL;
+        s = g_string_new("<limits");
+        if (meta->min_kib > 0) {
+                g_autofree char *v = format_meta_size(meta->min_kib);
+                g_string_append_printf(s, " min=\"%s\"", v);
+        }
+        if (meta->max_kib > 0) {
+                g_autofree char *v = format_meta_size(meta->max_kib);
+                g_string_append_printf(s, " max=\"%s\"", v);
+        }
+        if (meta->weight > 0)
+                g_string_append_printf(s, " weight=\"%u\"", meta->weight);
+        if (meta->excluded >= 0)
+                g_string_append_printf(s, " exclude=\"%s\"", meta->excluded ? "yes" : "no");
+        g_string_append(s, "/>");
+        return g_string_free(s, FALSE);
 }
 
 static void known_domain_free(gpointer p)
@@ -120,6 +349,9 @@ static void libvirt_disconnect(McHypervisor *h)
                 return;
         if (l->lifecycle_id >= 0)
                 (void) virConnectDomainEventDeregisterAny(l->conn, l->lifecycle_id);
+        if (l->metadata_id >= 0)
+                (void) virConnectDomainEventDeregisterAny(l->conn, l->metadata_id);
+        l->metadata_id = -1;
         (void) virConnectUnregisterCloseCallback(l->conn, on_close);
         l->lifecycle_id = -1;
         g_hash_table_remove_all(l->known);
@@ -156,11 +388,32 @@ static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int det
         return 0;
 }
 
+/* Someone changed the guest's metadata (virsh metadata, virDomainSetMetadata, us): read
+ * ours again at the next collect, which is within a tick. */
+static void on_metadata_change(virConnectPtr conn, virDomainPtr dom, int type, const char *nsuri,
+                               void *opaque)
+{
+        McHypervisor *h = opaque;
+        char uuid[VIR_UUID_STRING_BUFLEN];
+        KnownDomain *k;
+
+        if (type != VIR_DOMAIN_METADATA_ELEMENT || !nsuri || !g_str_equal(nsuri, MC_LIBVIRT_META_NS))
+                return;
+        if (virDomainGetUUIDString(dom, uuid) < 0) {
+                virResetLastError();
+                return;
+        }
+        k = g_hash_table_lookup(impl(h)->known, uuid);
+        if (k)
+                k->meta_stale = true;
+}
+
 static int libvirt_init(McHypervisor *h)
 {
         Libvirt *l = g_new0(Libvirt, 1);
 
         l->lifecycle_id = -1;
+        l->metadata_id = -1;
         l->known = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, known_domain_free);
         h->impl = l;
         virSetErrorFunc(NULL, silence_libvirt);
@@ -204,6 +457,15 @@ static int libvirt_connect(McHypervisor *h)
                 libvirt_disconnect(h);
                 return r;
         }
+        /* Without it (a libvirt too old for the event), metadata is read when a guest appears. */
+        l->metadata_id =
+                virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                                                 VIR_DOMAIN_EVENT_CALLBACK(on_metadata_change), h, NULL);
+        if (l->metadata_id < 0) {
+                mc_log_info("No metadata change events from %s: guests' settings are read when they appear",
+                            h->uri);
+                virResetLastError();
+        }
         return 0;
 }
 
@@ -227,10 +489,13 @@ static KnownDomain *learn_domain(McHypervisor *h, virDomainPtr dom, const char *
         /* libvirt adds a virtio balloon to every QEMU guest unless told model='none'. */
         xml = virDomainGetXMLDesc(dom, 0);
         h->calls.other_calls++;
-        if (xml)
+        k->meta = MC_GUEST_META_NONE;
+        k->meta_stale = true;
+        if (xml) {
                 k->has_balloon_device =
                         strstr(xml, "<memballoon") && !strstr(xml, "<memballoon model='none'");
-        else
+                k->meta.min_guarantee_kib = mc_libvirt_parse_min_guarantee(xml);
+        } else
                 virResetLastError();
         g_hash_table_insert(impl(h)->known, g_strdup(uuid), k);
         return k;
@@ -344,6 +609,38 @@ static bool domain_busy(McHypervisor *h, virDomainPtr dom)
         return info.state == VIR_DOMAIN_CONTROL_JOB || info.state == VIR_DOMAIN_CONTROL_OCCUPIED;
 }
 
+/* memcoord's element of the guest's metadata, as it is live. None is not an error. */
+static void read_meta(McHypervisor *h, KnownDomain *k, const char *name)
+{
+        g_autofree char *xml = NULL, *why = NULL;
+        McGuestMeta meta = k->meta;
+
+        k->meta_stale = false;
+        h->calls.other_calls++;
+        xml = virDomainGetMetadata(k->dom, VIR_DOMAIN_METADATA_ELEMENT, MC_LIBVIRT_META_NS,
+                                   VIR_DOMAIN_AFFECT_LIVE);
+        if (!xml) {
+                virErrorPtr e = virGetLastError();
+                if (e && e->code != VIR_ERR_NO_DOMAIN_METADATA)
+                        mc_log_warning("%s: failed to read memcoord's metadata: %s", name,
+                                       e->message ? e->message : "unknown error");
+                virResetLastError();
+                meta.min_kib = meta.max_kib = 0;
+                meta.weight = 0;
+                meta.excluded = -1;
+                k->meta = meta;
+                return;
+        }
+        if (mc_libvirt_parse_meta(xml, &meta, &why) < 0) {
+                /* Said once per change: a bad element counts as none. */
+                mc_log_warning("%s: ignoring memcoord's metadata %s: %s", name, xml, why);
+                meta.min_kib = meta.max_kib = 0;
+                meta.weight = 0;
+                meta.excluded = -1;
+        }
+        k->meta = meta;
+}
+
 static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned stats_period_sec,
                         McReading *st)
 {
@@ -358,6 +655,10 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
         st->name = g_strdup(virDomainGetName(dom));
         k = learn_domain(h, dom, st->uuid);
         k->generation = impl(h)->generation;
+        if (k->meta_stale)
+                read_meta(h, k, st->name);
+        st->has_meta = true;
+        st->meta = k->meta;
 
         bool any = read_bulk_record(rec, st);
         if (!k->has_balloon_device) {
@@ -540,6 +841,34 @@ static int libvirt_set_target(McHypervisor *h, const char *uuid, uint64_t kib)
         return 0;
 }
 
+static int libvirt_set_meta(McHypervisor *h, const char *uuid, const McGuestMeta *meta)
+{
+        KnownDomain *k = g_hash_table_lookup(impl(h)->known, uuid);
+        g_autofree char *xml = mc_libvirt_format_meta(meta);
+        unsigned flags = VIR_DOMAIN_AFFECT_LIVE;
+        int persistent;
+
+        if (!k)
+                return mc_hypervisor_fail(h, -ENOENT, "Failed to store the settings: guest %s is gone",
+                                          uuid);
+        /* A transient guest has no definition to keep them in beyond this run. */
+        h->calls.other_calls++;
+        persistent = virDomainIsPersistent(k->dom);
+        if (persistent < 0)
+                virResetLastError();
+        if (persistent == 1)
+                flags |= VIR_DOMAIN_AFFECT_CONFIG;
+        h->calls.other_calls++;
+        if (virDomainSetMetadata(k->dom, VIR_DOMAIN_METADATA_ELEMENT, xml,
+                                 xml ? MC_LIBVIRT_META_PREFIX : NULL, MC_LIBVIRT_META_NS, flags) < 0)
+                return translate_error(h, "Failed to store the settings in the domain XML");
+        k->meta.min_kib = meta->min_kib;
+        k->meta.max_kib = meta->max_kib;
+        k->meta.weight = meta->weight;
+        k->meta.excluded = meta->excluded;
+        return 0;
+}
+
 const McHypervisorOps mc_hypervisor_libvirt_ops = {
         .name = "libvirt",
         .init = libvirt_init,
@@ -548,5 +877,6 @@ const McHypervisorOps mc_hypervisor_libvirt_ops = {
         .collect = libvirt_collect,
         .host_memory = libvirt_host_memory,
         .set_target = libvirt_set_target,
+        .set_meta = libvirt_set_meta,
         .free = libvirt_free,
 };

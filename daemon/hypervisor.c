@@ -245,3 +245,13 @@ int mc_hypervisor_set_target(McHypervisor *h, const char *uuid, uint64_t kib)
                 return mc_hypervisor_fail(h, -ENOTCONN, "Not connected to %s", h->uri);
         return h->ops->set_target(h, uuid, kib);
 }
+
+int mc_hypervisor_set_meta(McHypervisor *h, const char *uuid, const McGuestMeta *meta)
+{
+        if (!h->ops->set_meta)
+                return mc_hypervisor_fail(h, -EOPNOTSUPP, "%s cannot store settings in a guest's definition",
+                                          h->ops->name);
+        if (!h->connected)
+                return mc_hypervisor_fail(h, -ENOTCONN, "Not connected to %s", h->uri);
+        return h->ops->set_meta(h, uuid, meta);
+}

@@ -56,6 +56,9 @@ typedef struct McHypervisorOps {
         int (*collect)(McHypervisor *h, unsigned stats_period_sec, McReading **ret, size_t *ret_n);
         int (*host_memory)(McHypervisor *h, McHostMemory *ret);
         int (*set_target)(McHypervisor *h, const char *uuid, uint64_t kib);
+        /* Stores memcoord's settings in the guest's definition (min_guarantee is not
+         * written); NULL = not supported. */
+        int (*set_meta)(McHypervisor *h, const char *uuid, const McGuestMeta *meta);
         /* The clock the guests live on; NULL = the host's clocks. */
         uint64_t (*now)(McHypervisor *h, clockid_t clock);
         void (*free)(McHypervisor *h);
@@ -97,6 +100,10 @@ int mc_hypervisor_collect(McHypervisor *h, unsigned stats_period_sec, McReading 
 int mc_hypervisor_host_memory(McHypervisor *h, McHostMemory *ret);
 /* Sets the live balloon target of a guest seen by the last collect. */
 int mc_hypervisor_set_target(McHypervisor *h, const char *uuid, uint64_t kib);
+
+/* Writes the settings a guest carries (domain XML metadata for libvirt): live, and in its
+ * persistent definition when it has one. -EOPNOTSUPP where the backend has no such place. */
+int mc_hypervisor_set_meta(McHypervisor *h, const char *uuid, const McGuestMeta *meta);
 
 /* ---- for implementations ---- */
 

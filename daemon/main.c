@@ -19,6 +19,7 @@
 #include "libvirt-event.h"
 #include "log.h"
 #include "manager.h"
+#include "metrics-export.h"
 #include "memcoord/macro.h"
 #include "memcoord/memcoord.h"
 
@@ -35,6 +36,8 @@ typedef struct Args {
         char *config_path;
         char *state_dir;
         char *bus;
+        char *metrics_listen;
+        char *metrics_file;
         gboolean dry_run;
         gboolean verbose;
         gboolean version;
@@ -47,6 +50,8 @@ static void args_clear(Args *a)
         g_free(a->config_path);
         g_free(a->state_dir);
         g_free(a->bus);
+        g_free(a->metrics_listen);
+        g_free(a->metrics_file);
 }
 
 static int parse_args(int argc, char **argv, Args *a)
@@ -68,6 +73,14 @@ static int parse_args(int argc, char **argv, Args *a)
                   "Bus to publish org.memcoord on: system, session or none (default: system when started by "
                   "systemd, else none)",
                   "BUS" },
+                { "metrics-listen", 0, 0, G_OPTION_ARG_STRING, &a->metrics_listen,
+                  "Serve Prometheus metrics over HTTP at ADDRESS:PORT (e.g. 127.0.0.1:9848); under systemd, "
+                  "memcoordd-metrics.socket passes the socket instead",
+                  "ADDRESS:PORT" },
+                { "metrics-file", 0, 0, G_OPTION_ARG_FILENAME, &a->metrics_file,
+                  "Write Prometheus metrics to FILE at every interval, atomically (node_exporter's textfile "
+                  "collector)",
+                  "FILE" },
                 { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &a->dry_run, "Decide and log, but change no balloon",
                   NULL },
                 { "verbose", 'v', 0, G_OPTION_ARG_NONE, &a->verbose, "Log debug messages too", NULL },
@@ -165,6 +178,82 @@ static McConfig *load_config(const Args *a, const char *state_path)
         return g_steal_pointer(&c);
 }
 
+/*
+ * The metrics: a socket passed by systemd (memcoordd-metrics.socket, FileDescriptorName=metrics),
+ * --metrics-listen, --metrics-file. A passed socket is accepted on even where the unit forbids
+ * creating AF_INET sockets: RestrictAddressFamilies= filters socket(), not accept().
+ */
+static int setup_metrics(const Args *a, sd_event *event, McManager *manager, McMetricsExport **ret)
+{
+        McMetricsExport *x = NULL;
+        char **names = NULL;
+        int n, r, served = 0;
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                mc_log_warning("Ignoring the sockets passed by systemd: %s", strerror(-n));
+        for (int i = 0; i < MAX(n, 0); i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                if (!names || !g_str_equal(names[i], "metrics") ||
+                    sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+                        mc_log_warning("Ignoring passed socket %d (%s): not the metrics socket", fd,
+                                       names ? names[i] : "unnamed");
+                        (void) close(fd);
+                        continue;
+                }
+                if (!x)
+                        (void) mc_metrics_export_new(event, manager, &x);
+                r = mc_metrics_export_serve(x, fd);
+                if (r < 0) {
+                        fprintf(stderr, "memcoordd: Failed to serve metrics on a passed socket: %s\n",
+                                strerror(-r));
+                        goto fail;
+                }
+                served++;
+        }
+        g_strfreev(names);
+        names = NULL;
+
+        if (a->metrics_listen) {
+                const char *why = NULL;
+                int fd = mc_metrics_listen(a->metrics_listen, &why);
+                if (fd < 0) {
+                        fprintf(stderr, "memcoordd: --metrics-listen %s: %s\n", a->metrics_listen,
+                                why ? why : strerror(-fd));
+                        goto fail;
+                }
+                if (!x)
+                        (void) mc_metrics_export_new(event, manager, &x);
+                r = mc_metrics_export_serve(x, fd);
+                if (r < 0) {
+                        fprintf(stderr, "memcoordd: Failed to serve metrics: %s\n", strerror(-r));
+                        goto fail;
+                }
+                served++;
+        }
+        if (served > 0)
+                mc_log_info("Serving metrics over HTTP on %d socket%s", served, served > 1 ? "s" : "");
+
+        const char *file = a->metrics_file ? a->metrics_file : manager->config->metrics_file;
+        if (file && file[0]) {
+                if (!x)
+                        (void) mc_metrics_export_new(event, manager, &x);
+                r = mc_metrics_export_file(x, file);
+                if (r < 0) {
+                        fprintf(stderr, "memcoordd: Failed to set up the metrics file: %s\n", strerror(-r));
+                        goto fail;
+                }
+                mc_log_info("Writing metrics to %s", file);
+        }
+        *ret = x;
+        return 0;
+
+fail:
+        g_strfreev(names);
+        mc_metrics_export_free(x);
+        return -EINVAL;
+}
+
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
         mc_log_info("Stopping on signal %u", si->ssi_signo);
@@ -188,6 +277,7 @@ static int run(int argc, char **argv)
         g_autoptr(McManager) manager = NULL;
         g_autofree char *state_path = NULL;
         McBus *mcbus = NULL;
+        McMetricsExport *metrics = NULL;
         sigset_t mask;
         int r, exit_code = 0;
 
@@ -274,6 +364,9 @@ static int run(int argc, char **argv)
         (void) sd_event_add_signal(event, NULL, SIGHUP, on_reload_signal, manager);
         (void) sd_event_set_watchdog(event, true);
 
+        if (setup_metrics(&args, event, manager, &metrics) < 0)
+                goto finish_fail;
+
         r = mc_manager_start(manager);
         if (r < 0) {
                 fprintf(stderr, "memcoordd: Failed to start: %s\n", strerror(-r));
@@ -295,6 +388,7 @@ static int run(int argc, char **argv)
 finish_fail:
         exit_code = EXIT_FAILURE;
 finish:
+        metrics = mc_metrics_export_free(metrics);
         mcbus = mc_bus_free(mcbus);
         manager = mc_manager_free(manager);
         mc_libvirt_event_unregister();

@@ -53,13 +53,27 @@ static void notify_guest(McManager *m, McGuest *g, unsigned changes)
                 m->listener.guest_changed(m->listener_userdata, g, changes);
 }
 
-/* The guest's limits as configured: the config file and the state file, by name. */
+/*
+ * The guest's limits as configured, resolved field by field; the first of these that sets a
+ * field wins (the table in memcoord.conf(5)):
+ *   1. the host's settings for the guest, by name: the bus (state file) over the config
+ *      file's [Domain NAME];
+ *   2. the guest's own definition: memcoord's element in its domain XML metadata;
+ *   3. for the floor only, the guest's <memtune><min_guarantee>;
+ *   4. the defaults, resolved by mc_guest_limits(): DefaultMin, the guest's maximum memory,
+ *      weight 100, not excluded.
+ * "Sets" means a non-zero size or weight, or an exclusion. This is the one place that decides.
+ */
 static unsigned apply_config_limits(const McManager *m, McGuest *g)
 {
         const McDomainConfig *c = mc_config_get_domain(m->config, g->name);
-        uint64_t min = c ? c->min_kib : 0, max = c ? c->max_kib : 0;
-        unsigned weight = c ? c->weight : 0;
-        bool excluded = c && c->excluded;
+        const McGuestMeta *meta = &g->meta;
+        uint64_t min = c && c->min_kib ? c->min_kib
+                       : meta->min_kib ? meta->min_kib
+                                       : meta->min_guarantee_kib;
+        uint64_t max = c && c->max_kib ? c->max_kib : meta->max_kib;
+        unsigned weight = c && c->weight ? c->weight : meta->weight;
+        bool excluded = (c && c->excluded) || meta->excluded == 1;
         unsigned changes = 0;
 
         if (g->min_kib != min || g->limit_max_kib != max || g->weight != weight || g->excluded != excluded)
@@ -77,6 +91,7 @@ static McGuest *add_guest(McManager *m, const char *uuid, const char *name)
         McGuest *g = g_new0(McGuest, 1);
 
         mc_guest_init(g, uuid, name);
+        g->meta = MC_GUEST_META_NONE;
         (void) apply_config_limits(m, g);
         g_hash_table_insert(m->guests, g->uuid, g);
         mc_log_info("%s: now watched", g->name);
@@ -126,6 +141,8 @@ static void on_connection_changed(void *userdata, bool connected)
 
         g_assert(!m->in_tick);
         m->connected = connected;
+        if (connected)
+                m->counters.connects++;
         if (!connected)
                 remove_all_guests(m);
         notify_manager(m, MC_MANAGER_CHANGED_STATE);
@@ -252,8 +269,11 @@ static void log_status(const McGuest *g)
 static void observe(McManager *m, McGuest *g, const McReading *r, const McObserveContext *ctx)
 {
         unsigned changes = mc_guest_observe(g, r, ctx);
+        bool meta_changed = r->has_meta && memcmp(&g->meta, &r->meta, sizeof(g->meta)) != 0;
 
-        if (changes & MC_GUEST_CHANGED_NAME)
+        if (meta_changed)
+                g->meta = r->meta;
+        if (changes & MC_GUEST_CHANGED_NAME || meta_changed)
                 changes |= apply_config_limits(m, g);
         if (changes & MC_GUEST_CHANGED_STATUS)
                 log_status(g);
@@ -277,6 +297,7 @@ static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint6
         if (m->config->dry_run) {
                 /* Logged and signalled as usual; nothing is applied or remembered. */
                 mc_log_balloon(g->name, g->uuid, from, dec->to_kib, reason, true);
+                m->counters.balloon_changes[dec->reason]++;
                 if (m->listener.balloon_changed)
                         m->listener.balloon_changed(m->listener_userdata, g, from, dec->to_kib, dec->reason);
                 return 0;
@@ -287,10 +308,12 @@ static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint6
                 if (r == -ENOTCONN || !mc_hypervisor_is_connected(m->hypervisor))
                         return -ENOTCONN;
                 mc_guest_target_failed(g, now_mono);
+                m->counters.set_failures++;
                 return 0;
         }
         mc_guest_target_set(g, from, dec->to_kib, dec->reason, now_mono, now_usec(m, CLOCK_REALTIME));
         mc_log_balloon(g->name, g->uuid, from, dec->to_kib, reason, false);
+        m->counters.balloon_changes[dec->reason]++;
         if (m->listener.balloon_changed)
                 m->listener.balloon_changed(m->listener_userdata, g, from, dec->to_kib, dec->reason);
         return 1;
@@ -385,6 +408,8 @@ static int run_tick(McManager *m)
         for (size_t i = 0; i < n; i++)
                 if (list[i]->status == MC_GUEST_MANAGED)
                         managed++;
+                else
+                        m->counters.skipped[list[i]->status]++;
 
         decisions = g_new0(McDecision, MAX(n, 1));
         short_kib = g_new0(uint64_t, MAX(n, 1));
@@ -433,6 +458,11 @@ int mc_manager_tick(McManager *m)
         (void) clock_gettime(CLOCK_MONOTONIC, &b);
         m->last_tick_usec = (uint64_t) (b.tv_sec - a.tv_sec) * MC_USEC_PER_SEC +
                             (uint64_t) ((b.tv_nsec - a.tv_nsec) / 1000);
+        mc_metrics_observe_tick(&m->counters, m->last_tick_usec);
+        const McCallCounters *calls = mc_hypervisor_calls(m->hypervisor);
+        m->counters.calls_bulk += calls->bulk_calls;
+        m->counters.calls_per_domain += calls->per_domain_calls;
+        m->counters.calls_other += calls->other_calls;
         return r;
 }
 
@@ -594,6 +624,9 @@ int mc_manager_set_paused(McManager *m, bool paused)
         return 0;
 }
 
+static const char *check_limits(const McManager *m, const McGuest *g, uint64_t min_kib, uint64_t max_kib,
+                                unsigned weight);
+
 int mc_manager_set_domain_limits(McManager *m, const char *domain, uint64_t min_kib, uint64_t max_kib,
                                  unsigned weight, const char **why)
 {
@@ -602,15 +635,7 @@ int mc_manager_set_domain_limits(McManager *m, const char *domain, uint64_t min_
 
         if (!g)
                 return -ENOENT;
-        uint64_t floor = min_kib > 0 ? min_kib : m->config->policy.default_min_kib;
-        if (min_kib > 0 && max_kib > 0 && min_kib > max_kib)
-                problem = "the minimum is larger than the maximum";
-        else if (g->max_kib > 0 && min_kib > g->max_kib)
-                problem = "the minimum is larger than the guest's maximum memory";
-        else if (max_kib > 0 && max_kib < floor)
-                problem = "the maximum is below the guest's floor (its minimum, or the default minimum)";
-        else if (weight > MC_WEIGHT_MAX)
-                problem = "the weight must be between 1 and 10000 (0 for the default)";
+        problem = check_limits(m, g, min_kib, max_kib, weight);
         if (problem) {
                 if (why)
                         *why = problem;
@@ -631,6 +656,90 @@ int mc_manager_set_domain_limits(McManager *m, const char *domain, uint64_t min_
         }
         notify_guest(m, g, apply_config_limits(m, g));
         return 0;
+}
+
+/*
+ * Stores the settings in the guest's definition, then drops the host's own settings for the
+ * fields written there, which would otherwise win over them (apply_config_limits()).
+ */
+static int set_meta(McManager *m, McGuest *g, const McGuestMeta *meta, bool limits, bool exclusion,
+                    const char **why)
+{
+        int r = mc_hypervisor_set_meta(m->hypervisor, g->uuid, meta);
+
+        if (r < 0) {
+                mc_log_warning("%s: %s", g->name, mc_hypervisor_error(m->hypervisor));
+                if (why)
+                        *why = mc_hypervisor_error(m->hypervisor);
+                return r;
+        }
+        mc_log_info("%s: settings stored in its domain XML", g->name);
+        g->meta.min_kib = meta->min_kib;
+        g->meta.max_kib = meta->max_kib;
+        g->meta.weight = meta->weight;
+        g->meta.excluded = meta->excluded;
+
+        McDomainConfig *c = (McDomainConfig *) mc_config_get_domain(m->config, g->name);
+        if (c) {
+                if (limits)
+                        c->min_kib = c->max_kib = 0, c->weight = 0;
+                if (exclusion)
+                        c->excluded = false;
+                /* The definition has them now: failing to save the state file loses nothing. */
+                (void) persist(m);
+        }
+        notify_guest(m, g, apply_config_limits(m, g));
+        return 0;
+}
+
+int mc_manager_set_domain_limits_persistent(McManager *m, const char *domain, uint64_t min_kib,
+                                            uint64_t max_kib, unsigned weight, const char **why)
+{
+        McGuest *g = mc_manager_find_guest(m, domain);
+        const char *problem;
+
+        if (!g)
+                return -ENOENT;
+        problem = check_limits(m, g, min_kib, max_kib, weight);
+        if (problem) {
+                if (why)
+                        *why = problem;
+                return -EINVAL;
+        }
+        McGuestMeta meta = g->meta;
+        meta.min_kib = min_kib;
+        meta.max_kib = max_kib;
+        meta.weight = weight;
+        return set_meta(m, g, &meta, true, false, why);
+}
+
+int mc_manager_set_domain_excluded_persistent(McManager *m, const char *domain, bool excluded,
+                                              const char **why)
+{
+        McGuest *g = mc_manager_find_guest(m, domain);
+
+        if (!g)
+                return -ENOENT;
+        McGuestMeta meta = g->meta;
+        meta.excluded = excluded;
+        return set_meta(m, g, &meta, false, true, why);
+}
+
+/* NULL if the limits are acceptable for g, else why not. */
+static const char *check_limits(const McManager *m, const McGuest *g, uint64_t min_kib, uint64_t max_kib,
+                                unsigned weight)
+{
+        const char *problem = NULL;
+        uint64_t floor = min_kib > 0 ? min_kib : m->config->policy.default_min_kib;
+        if (min_kib > 0 && max_kib > 0 && min_kib > max_kib)
+                problem = "the minimum is larger than the maximum";
+        else if (g->max_kib > 0 && min_kib > g->max_kib)
+                problem = "the minimum is larger than the guest's maximum memory";
+        else if (max_kib > 0 && max_kib < floor)
+                problem = "the maximum is below the guest's floor (its minimum, or the default minimum)";
+        else if (weight > MC_WEIGHT_MAX)
+                problem = "the weight must be between 1 and 10000 (0 for the default)";
+        return problem;
 }
 
 int mc_manager_set_domain_excluded(McManager *m, const char *domain, bool excluded)

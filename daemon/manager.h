@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "hypervisor.h"
+#include "metrics.h"
 #include "policy.h"
 
 typedef enum McState {
@@ -71,6 +72,7 @@ struct McManager {
         uint64_t last_tick_usec; /* CPU-independent wall time the last tick took */
         McHostMemory host;
         McPolicySummary last_summary;
+        McMetricsCounters counters; /* since start, for metrics.h */
 
         McManagerListener listener;
         void *listener_userdata;
@@ -112,5 +114,12 @@ int mc_manager_set_paused(McManager *m, bool paused);
 int mc_manager_set_domain_limits(McManager *m, const char *domain, uint64_t min_kib, uint64_t max_kib,
                                  unsigned weight, const char **why);
 int mc_manager_set_domain_excluded(McManager *m, const char *domain, bool excluded);
+/* The same, stored in the guest's definition (libvirt: its domain XML metadata), where they
+ * travel with it; the host's own settings for those fields are dropped. -EOPNOTSUPP (why set)
+ * where the hypervisor has no such place. */
+int mc_manager_set_domain_limits_persistent(McManager *m, const char *domain, uint64_t min_kib,
+                                            uint64_t max_kib, unsigned weight, const char **why);
+int mc_manager_set_domain_excluded_persistent(McManager *m, const char *domain, bool excluded,
+                                              const char **why);
 /* Re-reads the config file and the state file; on error keeps the old settings. */
 int mc_manager_reload(McManager *m, GError **error);

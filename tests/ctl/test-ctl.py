@@ -47,7 +47,7 @@ DOMAIN_FIELDS = [
 VERBS = ["status", "domains", "set-threshold", "set-interval", "set-budget", "pause", "resume",
          "set-limits", "exclude", "include", "reload", "monitor", "top"]
 OPTIONS = ["--help", "--version", "--json", "--no-legend", "--host", "-H", "--system", "--user",
-           "--min", "--max", "--weight", "--iterations", "-n"]
+           "--min", "--max", "--weight", "--persistent", "--iterations", "-n"]
 
 
 # ---- TAP ----
@@ -724,6 +724,28 @@ def test_limits(env):
     r = env.ctl_run("include", "vm2")
     tap.ok(r.rc == 0 and env.domain_prop("vm2", "Excluded") is False
            and env.wait_until(lambda: env.list_domains()["vm2"]["status"] == "managed"), "include", r)
+
+    # Stored in the guest's domain XML (the daemon's test driver keeps it): applied at once,
+    # and still so once the next ticks have read the metadata back.
+    r = env.ctl_run("set-limits", "vm3", "--min", "400M", "--max", "900M", "--weight", "250", "--persistent")
+    ticks = env.prop("TickCount")
+    env.wait_until(lambda: env.prop("TickCount") >= ticks + 2)
+    d = env.list_domains()["vm3"]
+    tap.ok(r.rc == 0 and r.err == "" and (d["min"], d["max"], d["weight"]) == (400 * MiB, 900 * MiB, 250),
+           "set-limits --persistent", f"{r}\n{d}")
+    r = env.ctl_run("exclude", "vm3", "--persistent")
+    tap.ok(r.rc == 0 and env.wait_until(lambda: env.list_domains()["vm3"]["status"] == "excluded")
+           and env.list_domains()["vm3"]["weight"] == 250, "exclude --persistent keeps the limits", r)
+    r = env.ctl_run("include", "vm3", "--persistent")
+    tap.ok(r.rc == 0 and env.wait_until(lambda: env.list_domains()["vm3"]["status"] == "managed"),
+           "include --persistent", r)
+    r = env.ctl_run("set-limits", "vm3", "--min", "default", "--max", "default", "--weight", "default",
+                    "--persistent")
+    d = env.list_domains()["vm3"]
+    tap.ok(r.rc == 0 and d["weight"] == 100 and d["max"] == d["maximum"], "set-limits --persistent back to defaults",
+           f"{r}\n{d}")
+    r = env.ctl_run("pause", "--persistent")
+    tap.ok(one_line_error(r, "--persistent") and env.prop("State") == "running", "--persistent is refused with pause", r)
 
     for argv, what in ((["set-limits", "nosuchvm", "--min", "300M"], "set limits"),
                        (["set-limits", "nosuchvm", "--min", "300M", "--max", "1G", "--weight", "5"], "set limits"),

@@ -32,6 +32,8 @@ MUTATING_CALLS = [
     ("Resume", []),
     ("SetDomainLimits", ["string:vm1", "uint64:%d" % (300 * MIB), "uint64:%d" % GIB, "uint32:200"]),
     ("SetDomainExcluded", ["string:vm2", "boolean:true"]),
+    ("SetDomainLimitsPersistent", ["string:vm1", "uint64:%d" % (300 * MIB), "uint64:%d" % GIB, "uint32:200"]),
+    ("SetDomainExcludedPersistent", ["string:vm2", "boolean:true"]),
     ("Reload", []),
 ]
 

@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hypervisor-libvirt.h"
 #include "libvirt-event.h"
 #include "manager.h"
 #include "memcoord/memcoord.h"
@@ -44,6 +45,7 @@
 
 static sd_event *event;
 static const char *node_xml;
+static const char *node_metadata_xml;
 
 /* ---- what the manager tells its listener ---- */
 
@@ -567,6 +569,123 @@ static void test_node_pause(void)
         g_assert_cmpuint(rec.balloons->len, ==, 3);
         tick(m);
         g_assert_cmpuint(must_find(m, "vm1")->actual_kib, ==, 996148);
+
+        mc_manager_free(m);
+        recorder_clear(&rec);
+}
+
+/* ---- settings in the domain XML (tests/data/node-metadata.xml) ---- */
+
+static McManager *manager_new_config(const char *uri, const char *config_text, Recorder *rec)
+{
+        McConfig *c = mc_config_new();
+        g_autoptr(GError) error = NULL;
+        McManager *m = NULL;
+
+        g_assert_true(mc_config_load_data(c, config_text, "test.conf", &error));
+        g_free(c->uri);
+        c->uri = g_strdup(uri);
+        c->interval_usec = MC_INTERVAL_MAX_USEC;
+        g_assert_cmpint(mc_manager_new(event, c, NULL, NULL, &m), ==, 0);
+        mc_manager_set_listener(m, &recorder_listener, rec);
+        g_assert_cmpint(mc_manager_start(m), ==, 0);
+        for (int i = 0; i < 10 && sd_event_run(event, 0) > 0; i++)
+                ;
+        return m;
+}
+
+static void assert_limits(McManager *m, const char *name, uint64_t floor, uint64_t cap, unsigned weight,
+                          bool excluded)
+{
+        McGuest *g = must_find(m, name);
+        McGuestLimits l = mc_manager_guest_limits(m, g);
+
+        g_test_message("%s: floor %" G_GUINT64_FORMAT " cap %" G_GUINT64_FORMAT " weight %u excluded %d",
+                       name, l.floor_kib, l.cap_kib, l.weight, g->excluded);
+        g_assert_cmpuint(l.floor_kib, ==, floor);
+        g_assert_cmpuint(l.cap_kib, ==, cap);
+        g_assert_cmpuint(l.weight, ==, weight);
+        g_assert_cmpint(g->excluded, ==, excluded);
+}
+
+static void test_node_metadata_limits(void)
+{
+        g_autofree char *uri = g_strconcat("test://", node_metadata_xml, NULL);
+        Recorder rec;
+
+        recorder_init(&rec);
+        McManager *m = manager_new_config(uri, "[Domain vm-both]\nMin=512M\n", &rec);
+        tick(m);
+
+        /* The metadata's, from the first tick. */
+        assert_limits(m, "vm-meta", MIB(1000), MIB(1536), 300, false);
+        assert_limits(m, "vm-excluded", MIB(256), MIB(2048), 100, true);
+        g_assert_cmpstr(mc_guest_status_to_string(must_find(m, "vm-excluded")->status), ==, "excluded");
+        /* <memtune><min_guarantee> when nothing else sets a floor. */
+        assert_limits(m, "vm-memtune", MIB(800), MIB(2048), 100, false);
+        /* The config file's Min over the metadata's; the metadata's max; min_guarantee loses. */
+        assert_limits(m, "vm-both", MIB(512), MIB(1024), 100, false);
+        assert_limits(m, "vm-plain", MIB(256), MIB(2048), 100, false);
+        /* A bad element counts as none, whole. */
+        assert_limits(m, "vm-bad", MIB(256), MIB(2048), 100, false);
+
+        /* The first tick already claimed with them: vm-meta stops at its floor of 1000 MiB
+         * (without it: 1024 - 51.2 MiB), vm-excluded is not touched. */
+        const BalloonRecord *b = recorder_find(&rec, "vm-meta");
+        g_assert_nonnull(b);
+        g_assert_cmpuint(b->to_kib, ==, MIB(1000));
+        g_assert_null(recorder_find(&rec, "vm-excluded"));
+        for (int i = 0; i < 15; i++)
+                tick(m);
+        g_assert_cmpuint(must_find(m, "vm-meta")->actual_kib, ==, MIB(1000));
+        g_assert_cmpuint(must_find(m, "vm-memtune")->actual_kib, ==, MIB(800));
+        g_assert_cmpuint(must_find(m, "vm-both")->actual_kib, >=, MIB(512));
+        g_assert_cmpuint(must_find(m, "vm-excluded")->actual_kib, ==, MIB(2048));
+
+        mc_manager_free(m);
+        recorder_clear(&rec);
+}
+
+static void test_node_metadata_persistent(void)
+{
+        g_autofree char *uri = g_strconcat("test://", node_metadata_xml, NULL);
+        const char *why = NULL;
+        Recorder rec;
+
+        recorder_init(&rec);
+        McManager *m = manager_new_config(uri, "[Coordinator]\n", &rec);
+        tick(m);
+
+        /* A setting over the bus first: it wins over the metadata ... */
+        g_assert_cmpint(mc_manager_set_domain_limits(m, "vm-meta", MIB(600), 0, 0, &why), ==, 0);
+        assert_limits(m, "vm-meta", MIB(600), MIB(1536), 300, false);
+        /* ... until a persistent one replaces both. */
+        g_assert_cmpint(
+                mc_manager_set_domain_limits_persistent(m, "vm-meta", MIB(700), MIB(1800), 250, &why), ==,
+                0);
+        assert_limits(m, "vm-meta", MIB(700), MIB(1800), 250, false);
+        g_assert_cmpuint(mc_config_get_domain(m->config, "vm-meta")->min_kib, ==, 0);
+        /* Read back from libvirt at the next tick (its metadata event marks it to be re-read). */
+        spin_for(USEC(0.2));
+        tick(m);
+        assert_limits(m, "vm-meta", MIB(700), MIB(1800), 250, false);
+
+        /* Exclusion, stored; the limits stay in the element. */
+        g_assert_cmpint(mc_manager_set_domain_excluded_persistent(m, "vm-plain", true, &why), ==, 0);
+        spin_for(USEC(0.2));
+        tick(m);
+        assert_limits(m, "vm-plain", MIB(256), MIB(2048), 100, true);
+        g_assert_cmpstr(mc_guest_status_to_string(must_find(m, "vm-plain")->status), ==, "excluded");
+        g_assert_cmpint(mc_manager_set_domain_excluded_persistent(m, "vm-excluded", false, &why), ==, 0);
+        spin_for(USEC(0.2));
+        tick(m);
+        assert_limits(m, "vm-excluded", MIB(256), MIB(2048), 100, false);
+
+        /* Invalid limits change nothing. */
+        g_assert_cmpint(mc_manager_set_domain_limits_persistent(m, "vm-meta", MIB(900), MIB(800), 0, &why),
+                        ==, -EINVAL);
+        g_assert_cmpint(mc_manager_set_domain_limits_persistent(m, "nope", 0, 0, 0, &why), ==, -ENOENT);
+        assert_limits(m, "vm-meta", MIB(700), MIB(1800), 250, false);
 
         mc_manager_free(m);
         recorder_clear(&rec);
@@ -1099,6 +1218,103 @@ static void test_remote_reconnect(void)
         recorder_clear(&rec);
 }
 
+static const char meta_guest_xml[] = "<domain type='test'>"
+                                     "  <name>mc-it-meta</name>"
+                                     "  <uuid>6695eb01-f6a4-8304-79aa-97f2502e19a3</uuid>"
+                                     "  <metadata><memcoord:limits xmlns:memcoord='" MC_LIBVIRT_META_NS
+                                     "' min='1250M' weight='400'/></metadata>"
+                                     "  <memory unit='MiB'>1536</memory>"
+                                     "  <currentMemory unit='MiB'>1280</currentMemory>"
+                                     "  <vcpu>1</vcpu>"
+                                     "  <os><type>hvm</type></os>"
+                                     "  <devices><memballoon model='virtio'/></devices>"
+                                     "</domain>";
+
+static char *peer_metadata(virDomainPtr dom, unsigned flags)
+{
+        char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, MC_LIBVIRT_META_NS, flags);
+
+        if (!xml)
+                virResetLastError();
+        return xml;
+}
+
+static void test_remote_metadata(void)
+{
+        Libvirtd l = {};
+        Recorder rec;
+        const char *why = NULL;
+
+        if (skip_without_libvirtd())
+                return;
+        libvirtd_start(&l);
+        recorder_init(&rec);
+        virConnectPtr peer = virConnectOpen(l.uri);
+        g_assert_nonnull(peer);
+
+        McManager *m = manager_new(l.uri, MC_INTERVAL_MAX_USEC, false, &rec);
+        tick(m);
+
+        /* Defined with metadata by someone else and started: managed with its limits from its
+         * first tick. Without them the first claim would go to 1216 MiB. */
+        virDomainPtr dom = virDomainDefineXML(peer, meta_guest_xml);
+        g_assert_nonnull(dom);
+        g_assert_cmpint(virDomainCreate(dom), ==, 0);
+        gpointer args[] = { m, (gpointer) "mc-it-meta" };
+        g_assert_true(spin_until(domain_present, args, USEC(10)));
+        tick(m);
+        assert_limits(m, "mc-it-meta", MIB(1250), MIB(1536), 400, false);
+        const BalloonRecord *b = recorder_find(&rec, "mc-it-meta");
+        g_assert_nonnull(b);
+        g_assert_cmpuint(b->to_kib, ==, MIB(1250));
+
+        /* Changed from the peer (what `virsh metadata` does): in effect at the next tick. */
+        g_assert_cmpint(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
+                                             "<limits min='1100M' max='1400M' exclude='no'/>", "mc",
+                                             MC_LIBVIRT_META_NS, VIR_DOMAIN_AFFECT_LIVE),
+                        ==, 0);
+        uint64_t t0 = now_mono();
+        spin_for(USEC(0.3));
+        tick(m);
+        g_test_message("metadata change in effect %.2f s after it was made",
+                       (double) (now_mono() - t0) / 1e6);
+        assert_limits(m, "mc-it-meta", MIB(1100), MIB(1400), 100, false);
+
+        /* Written by the manager: live and in the persistent definition, seen by the peer. */
+        g_assert_cmpint(mc_manager_set_domain_limits_persistent(m, "mc-it-meta", MIB(1000), 0, 150, &why),
+                        ==, 0);
+        g_assert_cmpint(mc_manager_set_domain_excluded_persistent(m, "mc-it-meta", true, &why), ==, 0);
+        for (unsigned flags = VIR_DOMAIN_AFFECT_LIVE; flags <= VIR_DOMAIN_AFFECT_CONFIG; flags <<= 1) {
+                g_autofree char *xml = peer_metadata(dom, flags);
+                g_assert_nonnull(xml);
+                g_test_message("peer reads (flags %u): %s", flags, xml);
+                g_assert_nonnull(strstr(xml, "min=\"1000M\""));
+                g_assert_nonnull(strstr(xml, "weight=\"150\""));
+                g_assert_nonnull(strstr(xml, "exclude=\"yes\""));
+                g_assert_null(strstr(xml, "max="));
+        }
+        spin_for(USEC(0.3));
+        tick(m);
+        assert_limits(m, "mc-it-meta", MIB(1000), MIB(1536), 150, true);
+        g_assert_cmpstr(mc_guest_status_to_string(must_find(m, "mc-it-meta")->status), ==, "excluded");
+
+        /* Removed by the peer: back to the defaults. */
+        g_assert_cmpint(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, NULL, NULL,
+                                             MC_LIBVIRT_META_NS, VIR_DOMAIN_AFFECT_LIVE),
+                        ==, 0);
+        spin_for(USEC(0.3));
+        tick(m);
+        assert_limits(m, "mc-it-meta", MIB(256), MIB(1536), 100, false);
+
+        (void) virDomainDestroy(dom);
+        (void) virDomainUndefine(dom);
+        virDomainFree(dom);
+        mc_manager_free(m);
+        virConnectClose(peer);
+        libvirtd_stop(&l);
+        recorder_clear(&rec);
+}
+
 /* The test's own connections report failures through return values, not on stderr. */
 static void quiet_libvirt(void *userdata, virErrorPtr error)
 {
@@ -1117,6 +1333,10 @@ int main(int argc, char **argv)
         if (!node_xml || !g_path_is_absolute(node_xml))
                 g_error("MC_NODE_XML must name tests/data/node-guests.xml by its absolute path");
 
+        node_metadata_xml = g_getenv("MC_NODE_METADATA_XML");
+        if (!node_metadata_xml || !g_path_is_absolute(node_metadata_xml))
+                g_error("MC_NODE_METADATA_XML must name tests/data/node-metadata.xml by its absolute path");
+
         g_assert_cmpint(sd_event_new(&event), >=, 0);
         g_assert_cmpint(mc_libvirt_event_register(event), >=, 0);
 
@@ -1129,6 +1349,9 @@ int main(int argc, char **argv)
         g_test_add_func("/libvirt/node/dry-run", test_node_dry_run);
         g_test_add_func("/libvirt/node/dry-run-signals", test_node_dry_run_signals);
         g_test_add_func("/libvirt/node/pause", test_node_pause);
+        g_test_add_func("/libvirt/node/metadata-limits", test_node_metadata_limits);
+        g_test_add_func("/libvirt/node/metadata-persistent", test_node_metadata_persistent);
+        g_test_add_func("/libvirt/libvirtd/metadata", test_remote_metadata);
         g_test_add_func("/libvirt/libvirtd/targets-visible", test_remote_targets_visible);
         g_test_add_func("/libvirt/libvirtd/lifecycle", test_remote_lifecycle);
         g_test_add_func("/libvirt/libvirtd/noballoon-untouched", test_remote_noballoon_untouched);

@@ -87,6 +87,19 @@ class UnitFileTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual((r.stdout + r.stderr).strip(), "", "systemd-analyze verify had something to say")
 
+    def test_verify_metrics_socket(self):
+        # Verified next to the service it names (Service=memcoordd.service).
+        sock = self.tmp.join("memcoordd-metrics.socket")
+        shutil.copy(os.path.join(SOURCE_ROOT, "dbus", "memcoordd-metrics.socket"), sock)
+        env = dict(os.environ, MANPATH=self.tmp.join("man"))
+        r = run(["systemd-analyze", "verify", sock, self.unit], env=env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual((r.stdout + r.stderr).strip(), "", "systemd-analyze verify had something to say")
+        with open(sock) as f:
+            text = f.read()
+        self.assertRegex(text, r"(?m)^ListenStream=127\.0\.0\.1:9848$")
+        self.assertRegex(text, r"(?m)^FileDescriptorName=metrics$")
+
     def test_security_exposure(self):
         r = run(["systemd-analyze", "security", "--no-pager", "--offline=true", self.unit])
         print("\n" + r.stdout, flush=True)
