@@ -46,6 +46,7 @@ typedef struct SimModel {
         bool freeze_on_inflate;        /* ... after the balloon shrinks the guest */
         double stats_period_s;         /* the guest samples its stats this often; 0 = never */
         double stats_phase_s;          /* first sample this long after the guest starts */
+        double disk_read_mib_s;        /* a cache step without SECS reads this fast */
 } SimModel;
 
 typedef enum SimParamType {
@@ -77,7 +78,7 @@ typedef enum SimStepKind {
         SIM_STEP_RAMP, /* ramp and to: linear move to to_mib over secs */
         SIM_STEP_JUMP,
         SIM_STEP_FREE,
-        SIM_STEP_CACHE,   /* read cache_mib of file data at rate_mib_s into the page cache */
+        SIM_STEP_CACHE,   /* read cache_mib of the disk into the page cache (rate_mib_s; 0 = the disk's) */
         SIM_STEP_UNCACHE, /* the page cache is dropped (the device's last close) */
 } SimStepKind;
 
@@ -87,7 +88,9 @@ typedef struct SimStep {
         double secs;    /* < 0 = forever */
         double from_mib, to_mib;
         double cache_mib, rate_mib_s;
-        unsigned source; /* index of the written step it came from (cycles expand) */
+        unsigned source;       /* index of the written step it came from (cycles expand) */
+        bool cyclic;           /* part of a cycle or saw */
+        double cycle_period_s; /* ... of this period */
 } SimStep;
 
 typedef struct SimSchedule {
@@ -201,6 +204,8 @@ typedef struct SimGuest {
         double kernel_mib; /* the kernel's own */
         double free_mib;   /* MemFree */
         bool dead;         /* its workload was OOM-killed (the schedule no longer drives it) */
+        size_t next_step;  /* the next schedule step to start */
+        double read_left_mib, read_rate_mib_s; /* a cache read in progress */
         unsigned oom_kills;
         bool stalled;          /* the balloon could not take what it was asked */
         bool stuck;            /* a STUCK fault holds the balloon */
@@ -211,10 +216,14 @@ typedef struct SimGuest {
         SimSample sample;   /* the last one taken */
         SimSample snapshot; /* what a frozen guest keeps reporting */
         uint64_t frozen_until_usec;
+        bool fresh_since_freeze; /* a sample moved since the last freeze: another may start */
         uint64_t next_sample_usec;
         double history[SIM_HISTORY]; /* actual at each past sub-step, ring */
         unsigned history_pos, history_len;
         unsigned lag_steps; /* actual_lag_s in sub-steps */
+
+        /* Extremes since the guest started, at every sub-step. */
+        double lowest_free_mib, lowest_usable_mib, peak_actual_mib;
 
         /* Counters for the checks. */
         unsigned set_calls;

@@ -143,7 +143,7 @@ static void test_oom_point(void)
 static void test_cache(void)
 {
         g_autoptr(SimScenario) sc = load("[Guest a]\nCurrentMiB=1024\nMaxMiB=1024\n"
-                                         "Schedule=idle:2,cache:1500:100,ramp:300:10,hold\n");
+                                         "Schedule=idle:2,cache:1500:15,ramp:300:10,hold\n");
         g_autoptr(SimWorld) w = sim_world_new(sc);
         SimGuest *g = sim_world_guest(w, 0);
 
@@ -287,7 +287,7 @@ static void test_faults(void)
 /* The same file gives the same trajectory, step for step. */
 static void test_determinism(void)
 {
-        const char *text = "[Guest a]\nSchedule=idle:3,saw:300:10:4,cache:400:50,idle\n"
+        const char *text = "[Guest a]\nSchedule=idle:3,saw:300:10:4,cache:400,idle\n"
                            "[Guest b]\nAutodeflate=true\nCurrentMiB=300\nSchedule=jump:400,hold:10,free\n";
         g_autoptr(SimScenario) s1 = load(text), s2 = load(text);
         g_autoptr(SimWorld) w1 = sim_world_new(s1), w2 = sim_world_new(s2);
@@ -341,7 +341,7 @@ static void test_schedule_grammar(void)
                 { "ramp:10", "step 1 'ramp:10': expected ramp:SIZE:SECS" },
                 { "idle:20,jump:x", "step 2 'jump:x': expected jump:SIZE" },
                 { "walk:3", "unknown step" },
-                { "cache:100:0", "expected cache:SIZE:RATE" },
+                { "cache:+100", "expected cache:SIZE[:SECS]" },
                 { "cycle:1:2:3:0.5", "expected cycle:LOW:HIGH:PERIOD[:COUNT]" },
         };
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
