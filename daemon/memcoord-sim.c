@@ -51,6 +51,7 @@ typedef struct Args {
         double duration;
         double sample;
         gboolean check;
+        double check_claim_fraction; /* 0 = the configured one */
         gboolean list_model;
         gboolean verbose;
         gboolean version;
@@ -83,7 +84,7 @@ typedef struct Run {
         McConfig *config; /* owned by the manager */
         size_t n;
         GArray **recs;         /* per guest: Rec */
-        uint64_t *pending_kib; /* per guest: the daemon's target in flight, 0 = none */
+        uint64_t *pending_kib; /* per guest: the daemon's target in flight before its last set, 0 = none */
         GArray *decisions;     /* Decision */
         GArray *violations;
         uint64_t now_usec;
@@ -95,6 +96,8 @@ typedef struct Run {
         double lowest_budget_headroom_mib; /* samples: budget - sum of actual */
         double lowest_commit_headroom_mib; /* after grant ticks: budget - sum max(actual, target) */
         bool tick_granted;
+        double tick_granted_mib; /* what this tick's grants add */
+        bool within_budget;      /* the sum of actual has been within the budget */
         unsigned reasons[_MC_REASON_MAX];
         unsigned set_failures;
 } Run;
@@ -150,24 +153,11 @@ static void record(Run *r)
         }
         double sum = sim_world_guests_actual_mib(r->w);
         r->gib_s += sum / 1024 * r->args->sample;
-        if (r->config->policy.host_budget_kib > 0 && r->now_usec > 0)
-                r->lowest_budget_headroom_mib =
-                        MIN(r->lowest_budget_headroom_mib, mib(r->config->policy.host_budget_kib) - sum);
-}
-
-/* A target the daemon's reading shows reached is no longer in flight. */
-static void on_collected(void *userdata, const McReading *rd, size_t n)
-{
-        Run *r = userdata;
-        uint64_t band = MAX(r->config->policy.dead_band_kib, UINT64_C(1024));
-
-        for (size_t i = 0; i < n; i++) {
-                SimGuest *g = sim_world_find(r->w, rd[i].uuid);
-                size_t k = g ? guest_index(r, g) : 0;
-                if (g && r->pending_kib[k] > 0 &&
-                    (rd[i].actual_kib > r->pending_kib[k] ? rd[i].actual_kib - r->pending_kib[k]
-                                                          : r->pending_kib[k] - rd[i].actual_kib) <= band)
-                        r->pending_kib[k] = 0;
+        /* From the first sample within the budget on: a scenario may start above it. */
+        double left = mib(r->config->policy.host_budget_kib) - sum;
+        if (r->config->policy.host_budget_kib > 0 && r->now_usec > 0 && (r->within_budget || left >= 0)) {
+                r->within_budget = true;
+                r->lowest_budget_headroom_mib = MIN(r->lowest_budget_headroom_mib, left);
         }
 }
 
@@ -179,6 +169,9 @@ static void on_target_set(void *userdata, SimGuest *g, uint64_t kib, int res)
 
         if (res < 0)
                 r->set_failures++;
+        /* The daemon's own view of the target in flight, before it records this one. */
+        McGuest *mg = mc_manager_find_guest(r->m, g->spec->uuid);
+        r->pending_kib[guest_index(r, g)] = mg ? mg->last_target_kib : 0;
         if (!g->spec->balloon)
                 violation(r, "%s: target set on a guest without a balloon driver", g->spec->name);
         else if (sim_guest_busy(w, g))
@@ -207,48 +200,55 @@ static void on_balloon_changed(void *userdata, McGuest *mg, uint64_t from_kib, u
         d.guest = (unsigned) guest_index(r, g);
         if (reason < _MC_REASON_MAX)
                 r->reasons[reason]++;
-        if (to_kib > from_kib)
-                r->tick_granted = true;
         /* A claim in flight counts as landed: the policy claims from its pending target with
-         * that much less unused (the daemon's own view, as tests/e2e measures it). */
-        uint64_t base =
-                r->pending_kib[d.guest] > 0 ? MIN(r->pending_kib[d.guest], mg->actual_kib) : mg->actual_kib;
-        r->pending_kib[d.guest] = to_kib;
+         * that much less headroom (the daemon's own view, as tests/e2e measures it). Headroom
+         * is unused, or usable where the page cache makes that larger. */
+        uint64_t pending = r->pending_kib[d.guest];
+        uint64_t base = pending > 0 && pending < mg->actual_kib ? pending : mg->actual_kib;
+        if (to_kib > from_kib) {
+                r->tick_granted = true;
+                r->tick_granted_mib += mib(to_kib - from_kib);
+        }
         if ((reason == MC_REASON_CLAIM || reason == MC_REASON_CRUNCH_CLAIM) && to_kib < base) {
-                uint64_t unused = mg->unused_kib;
-                if (base < mg->actual_kib)
-                        unused = unused > mg->actual_kib - base ? unused - (mg->actual_kib - base) : 0;
+                uint64_t landing = mg->actual_kib - base;
+                uint64_t unused = MAX(mg->unused_kib, mg->usable_kib);
+                unused = unused > landing ? unused - landing : 0;
                 uint64_t released = base - to_kib;
                 d.release_share = unused > 0 ? (double) released / (double) unused : INFINITY;
-                if ((double) released > r->config->policy.claim_fraction * (double) unused + CLAIM_SLACK_KIB)
+                double c = r->args->check_claim_fraction > 0 ? r->args->check_claim_fraction
+                                                             : r->config->policy.claim_fraction;
+                if ((double) released > c * (double) unused + CLAIM_SLACK_KIB)
                         violation(
                                 r,
                                 "%s: released %.1f MiB of %.1f MiB unused (%.1f %%, claim fraction %.0f %%)",
-                                g->spec->name, mib(released), mib(unused), 100 * d.release_share,
-                                100 * r->config->policy.claim_fraction);
+                                g->spec->name, mib(released), mib(unused), 100 * d.release_share, 100 * c);
         }
         g_array_append_val(r->decisions, d);
 }
 
-/* After each tick: what the grants committed, against the budget and the host floor. */
+/*
+ * After each tick: this tick's grants against the host figure the daemon read (the world
+ * stands still during a tick), what all grants commit against the budget, and the host's
+ * headroom as it is.
+ */
 static void check_commitments(Run *r)
 {
-        double committed = 0, growth = 0;
+        double committed = 0;
+        double h = mib(r->config->policy.host_threshold_kib);
 
         for (size_t i = 0; i < r->n; i++) {
                 SimGuest *g = sim_world_guest(r->w, i);
-                if (!g->running)
-                        continue;
-                committed +=
-                        MAX(g->actual_mib, g->target_mib) + sim_world_scenario(r->w)->guest_overhead_mib;
-                growth += MAX(g->target_mib - g->actual_mib, 0);
+                if (g->running)
+                        committed += MAX(g->actual_mib, g->target_mib) +
+                                     sim_world_scenario(r->w)->guest_overhead_mib;
         }
-        double headroom = sim_world_host_free_mib(r->w) - growth - mib(r->config->policy.host_threshold_kib);
-        r->lowest_host_headroom_mib = MIN(r->lowest_host_headroom_mib, headroom);
+        double host_free = sim_world_host_free_mib(r->w);
+        r->lowest_host_headroom_mib = MIN(r->lowest_host_headroom_mib, host_free - h);
         if (!r->tick_granted)
                 return;
-        if (headroom < -BUDGET_SLACK_MIB)
-                violation(r, "grants take the host %.1f MiB below its threshold", -headroom);
+        if (r->tick_granted_mib > host_free - h + BUDGET_SLACK_MIB)
+                violation(r, "grants of %.1f MiB with %.1f MiB free above the host threshold",
+                          r->tick_granted_mib, host_free - h);
         if (r->config->policy.host_budget_kib > 0) {
                 double left = mib(r->config->policy.host_budget_kib) - committed;
                 r->lowest_commit_headroom_mib = MIN(r->lowest_commit_headroom_mib, left);
@@ -306,6 +306,7 @@ static int simulate(Run *r, sd_event *e, double duration)
                         dispatch(e);
                 }
                 r->tick_granted = false;
+                r->tick_granted_mib = 0;
                 double c0 = cpu_now();
                 (void) mc_manager_tick(r->m);
                 double c = cpu_now() - c0;
@@ -823,8 +824,14 @@ static bool apply_set(McConfig *c, SimScenario *sc, const char *kv, GError **err
                 return true;
         }
         g_autofree char *text = g_strdup_printf("[Coordinator]\n%s\n", kv);
-        g_autofree char *origin = g_strdup_printf("--set %s", key);
-        return mc_config_load_data(c, text, origin, error);
+        g_autoptr(GError) e = NULL;
+        if (mc_config_load_data(c, text, "--set", &e))
+                return true;
+        /* The parser numbers the lines of the text made here: name the argument instead. */
+        const char *msg =
+                g_str_has_prefix(e->message, "--set:2: ") ? e->message + strlen("--set:2: ") : e->message;
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--set %s: %s", kv, msg);
+        return false;
 }
 
 static int parse_args(int argc, char **argv, Args *a)
@@ -850,6 +857,10 @@ static int parse_args(int argc, char **argv, Args *a)
                 { "check", 'c', 0, G_OPTION_ARG_NONE, &a->check,
                   "Exit 2 if an invariant was crossed (host floor, budget, claim fraction, stale stats)",
                   NULL },
+                { "check-claim-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &a->check_claim_fraction,
+                  "With --check: claims above this share of unused count as crossed (default: the "
+                  "configured ClaimFraction)",
+                  "F" },
                 { "list-model", 0, 0, G_OPTION_ARG_NONE, &a->list_model,
                   "List the model parameters with their defaults and exit", NULL },
                 { "verbose", 'v', 0, G_OPTION_ARG_NONE, &a->verbose, "Show the daemon's log (stderr)",
@@ -887,6 +898,10 @@ static int parse_args(int argc, char **argv, Args *a)
                 return -EINVAL;
         }
         a->scenario = g_strdup(argv[1]);
+        if (a->check_claim_fraction < 0 || a->check_claim_fraction > 1) {
+                fprintf(stderr, "memcoord-sim: --check-claim-fraction: a share from 0 to 1\n");
+                return -EINVAL;
+        }
         if (a->duration < 0 || a->sample < 0 || (a->sample > 0 && a->sample < 0.1)) {
                 fprintf(stderr,
                         "memcoord-sim: --duration and --sample must be positive (--sample >= 0.1)\n");
@@ -972,7 +987,7 @@ static int run(int argc, char **argv)
         mc_sim_set_scenario(r.h, g_steal_pointer(&sc));
         r.w = mc_sim_world(r.h);
         r.sc = (SimScenario *) sim_world_scenario(r.w);
-        McSimObserver obs = { .collected = on_collected, .target_set = on_target_set };
+        McSimObserver obs = { .target_set = on_target_set };
         mc_sim_set_observer(r.h, &obs, &r);
         McManagerListener l = { .balloon_changed = on_balloon_changed };
         mc_manager_set_listener(m, &l, &r);

@@ -47,6 +47,8 @@ typedef struct SimModel {
         double stats_period_s;         /* the guest samples its stats this often; 0 = never */
         double stats_phase_s;          /* first sample this long after the guest starts */
         double disk_read_mib_s;        /* a cache step without SECS reads this fast */
+        double kernel_drift_mib;       /* kernel use creeping up while the workload holds ... */
+        double kernel_drift_s;         /* ... reached after this long */
 } SimModel;
 
 typedef enum SimParamType {
@@ -202,6 +204,7 @@ typedef struct SimGuest {
         double held_mib;   /* the workload's anonymous memory */
         double cache_mib;  /* page cache */
         double kernel_mib; /* the kernel's own */
+        double holding_s;  /* how long the workload has held memory */
         double free_mib;   /* MemFree */
         bool dead;         /* its workload was OOM-killed (the schedule no longer drives it) */
         size_t next_step;  /* the next schedule step to start */

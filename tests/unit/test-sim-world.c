@@ -63,8 +63,9 @@ static void test_schedule_and_kernel(void)
         g_assert_cmpfloat_with_epsilon(g->held_mib, 300, 1.5);
         sim_world_advance_to(w, SEC(75));
         g_assert_cmpfloat_with_epsilon(g->held_mib, 600, 1e-6);
-        /* 600 MiB held costs ~741 MiB (README "The guests, as measured"). */
-        g_assert_cmpfloat_with_epsilon(g->held_mib + g->kernel_mib, 739, 2);
+        /* 600 MiB held costs ~741 MiB (README "The guests, as measured"): 91 + 8 % of it, and
+         * the drift of a long hold (+15 MiB once held 30 s). */
+        g_assert_cmpfloat_with_epsilon(g->held_mib + g->kernel_mib, 739 + 15, 1e-6);
         sim_world_advance_to(w, SEC(81));
         g_assert_cmpfloat_with_epsilon(g->held_mib, 0, 1e-6);
         g_assert_cmpuint(g->oom_kills, ==, 0);
@@ -103,7 +104,7 @@ static void test_frozen_unused(void)
         sim_world_advance_to(w, SEC(13.9));
         g_assert_cmpuint(g->sample.at_usec, >, stamp + SEC(2.5));
         g_assert_cmpfloat_with_epsilon(g->sample.unused_mib, before, 1e-9);
-        g_assert_cmpfloat(fabs(g->free_mib - before), >, 40); /* the truth moved */
+        g_assert_cmpfloat(fabs(g->free_mib - before), >, 30); /* the truth moved */
         sim_world_advance_to(w, SEC(15.1));
         g_assert_cmpfloat_with_epsilon(g->sample.unused_mib, g->free_mib,
                                        11.0); /* one sample period of the ramp */
@@ -142,7 +143,7 @@ static void test_oom_point(void)
  * pressure and by an inflating balloon. */
 static void test_cache(void)
 {
-        g_autoptr(SimScenario) sc = load("[Guest a]\nCurrentMiB=1024\nMaxMiB=1024\n"
+        g_autoptr(SimScenario) sc = load("[Model]\nKernelDriftMiB=0\n[Guest a]\nCurrentMiB=1024\nMaxMiB=1024\n"
                                          "Schedule=idle:2,cache:1500:15,ramp:300:10,hold\n");
         g_autoptr(SimWorld) w = sim_world_new(sc);
         SimGuest *g = sim_world_guest(w, 0);
@@ -170,7 +171,7 @@ static void test_cache(void)
 /* The balloon cannot take memory in use: it stalls above the floor. */
 static void test_balloon_stalls(void)
 {
-        g_autoptr(SimScenario) sc = load("[Guest a]\nSchedule=jump:300,hold\n");
+        g_autoptr(SimScenario) sc = load("[Model]\nKernelDriftMiB=0\n[Guest a]\nSchedule=jump:300,hold\n");
         g_autoptr(SimWorld) w = sim_world_new(sc);
         SimGuest *g = sim_world_guest(w, 0);
 
@@ -194,7 +195,8 @@ static void test_autodeflate(void)
         sim_world_advance_to(w, SEC(15));
         g_assert_cmpuint(g->oom_kills, ==, 0);
         g_assert_cmpfloat_with_epsilon(g->held_mib, 500, 1e-6);
-        g_assert_cmpfloat_with_epsilon(g->actual_mib, 91 + 540 + 47, 1.0);
+        /* It lives at the OOM point: kernel (91 + 8 % + the drift of 13 s held) + 500 + 47. */
+        g_assert_cmpfloat_with_epsilon(g->actual_mib, 91 + 540 + 15.0 * g->holding_s / 30 + 47, 1e-6);
         g_assert_cmpfloat_with_epsilon(g->target_mib, g->actual_mib, 1e-9);
         g_assert_cmpfloat_with_epsilon(g->sample.available_mib, 1024, 1e-9);
 
