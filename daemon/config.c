@@ -237,6 +237,16 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
                         ok = get_double(p, GROUP_COORDINATOR, k, 1.0, 16.0, &policy.grant_factor);
                 else if (g_str_equal(k, "DryRun"))
                         ok = get_bool(p, GROUP_COORDINATOR, k, &c->dry_run);
+                else if (g_str_equal(k, "Policy")) {
+                        g_autofree char *name = NULL;
+                        ok = get_string(p, GROUP_COORDINATOR, k, &name);
+                        int kind = ok ? mc_policy_kind_from_string(name) : -1;
+                        if (ok && kind < 0)
+                                ok = parse_fail(p, GROUP_COORDINATOR, k,
+                                                "Policy: '%s' is not a policy (adaptive or seed)", name);
+                        if (ok)
+                                policy.kind = (McPolicyKind) kind;
+                }
                 else if (g_str_equal(k, "URI")) {
                         g_autofree char *uri = NULL;
                         ok = get_string(p, GROUP_COORDINATOR, k, &uri);

@@ -35,6 +35,7 @@ typedef struct Args {
         char *config_path;
         char *state_dir;
         char *bus;
+        double sim_speed; /* 0 = not given */
         gboolean dry_run;
         gboolean verbose;
         gboolean version;
@@ -68,6 +69,8 @@ static int parse_args(int argc, char **argv, Args *a)
                   "Bus to publish org.memcoord on: system, session or none (default: system when started by "
                   "systemd, else none)",
                   "BUS" },
+                { "sim-speed", 0, 0, G_OPTION_ARG_DOUBLE, &a->sim_speed,
+                  "With --connect sim:FILE: simulated seconds per real second (default: 1)", "N" },
                 { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &a->dry_run, "Decide and log, but change no balloon",
                   NULL },
                 { "verbose", 'v', 0, G_OPTION_ARG_NONE, &a->verbose, "Log debug messages too", NULL },
@@ -117,6 +120,11 @@ static int parse_args(int argc, char **argv, Args *a)
                         return -EINVAL;
                 }
                 a->interval_sec = v;
+        }
+        if (a->sim_speed != 0 && (!(a->sim_speed >= 0.01 && a->sim_speed <= 1000) || !a->uri ||
+                                  !g_str_has_prefix(a->uri, "sim:"))) {
+                fprintf(stderr, "memcoordd: --sim-speed: a number from 0.01 to 1000, with --connect sim:FILE\n");
+                return -EINVAL;
         }
         if (a->bus && !g_str_equal(a->bus, "system") && !g_str_equal(a->bus, "session") &&
             !g_str_equal(a->bus, "none")) {
@@ -219,6 +227,8 @@ static int run(int argc, char **argv)
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
+        /* A write to a libvirtd that just died must fail with EPIPE, not kill us. */
+        (void) signal(SIGPIPE, SIG_IGN);
 
         r = sd_event_default(&event);
         if (r < 0) {
@@ -239,6 +249,8 @@ static int run(int argc, char **argv)
                 fprintf(stderr, "memcoordd: Failed to set up: %s\n", strerror(-r));
                 goto finish_fail;
         }
+        if (args.sim_speed > 0)
+                manager->hypervisor->speed = args.sim_speed;
         if (state_path && g_mkdir_with_parents(state_dir, 0755) < 0)
                 mc_log_warning("Cannot create %s (%m): settings changed over the bus will not persist",
                                state_dir);

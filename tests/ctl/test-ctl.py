@@ -876,7 +876,7 @@ def test_top_plain(env):
     problems = []
     for snap in snaps:
         ls = snap.strip("\n").splitlines()
-        if not ls or not re.match(r"^memcoordd paused  policy seed  interval 0\.2s  tick \d+$", ls[0]):
+        if not ls or not re.match(r"^memcoordd paused  policy adaptive  interval 0\.2s  tick \d+$", ls[0]):
             problems.append(f"title: {ls[:1]}")
             continue
         rows = {l.split()[0]: l for l in ls[4:]}

@@ -186,7 +186,7 @@ class ApiTest(BusTestCase):
     def test_manager_properties(self):
         props = self.root.get_all()
         self.assertEqual(props["LibvirtURI"], "test://" + os.environ["MC_NODE_XML"])
-        self.assertEqual(props["Policy"], "seed")
+        self.assertEqual(props["Policy"], "adaptive")
         self.assertEqual(props["State"], "running")
         self.assertEqual(props["IntervalUSec"], 200000)
         self.assertEqual(props["DomainThresholdBytes"], 100 * MIB)

@@ -86,9 +86,11 @@ def figures(series, held):
     return {"peak_mib": peak, "lowest_unused_mib": lowest, "below_t_max_s": best, "returned_pct": returned}
 
 
-def run_sim(tool, ini, tmp, policy):
+def run_sim(tool, ini, tmp, policy, sets=()):
     out_csv = os.path.join(tmp, os.path.basename(ini) + ".csv")
     extra = ["--set", "Policy=" + policy] if policy else []
+    for kv in sets:
+        extra += ["--set", kv]
     r = subprocess.run([tool, "--json", "--csv", out_csv, ini] + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, check=False)
     if r.returncode != 0:
@@ -179,6 +181,8 @@ def main():
     ap.add_argument("--out", default=None, help="where calibration.md goes (default: print only)")
     ap.add_argument("--plots", default=None, help="where the PNGs go (default: none)")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to memcoord-sim (Model.KEY=V to try other model parameters)")
     ap.add_argument("--policy", default="seed",
                     help="the policy the real runs had (default seed: the README figures are daemon 82c4708's); "
                          "'' = the daemon's default")
@@ -189,7 +193,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for key in SCENARIOS:
             ini = os.path.join(a.root, "tests", "sim", f"e2e-{key}.ini")
-            sim, _ = run_sim(a.sim, ini, tmp, a.policy)
+            sim, _ = run_sim(a.sim, ini, tmp, a.policy, a.set)
             trace = load_trace(a.root, key)
             real_series = trace[0] if trace else None
             sources[key] = "trace tests/e2e/traces/scenario-%s" % key if trace else "README figures"

@@ -27,6 +27,9 @@
 /* ---------------------------------------------------------------------------------------- */
 /* Helpers */
 
+/* These tests are the seed's rules, exactly: the seed policy on the default settings. */
+static McPolicySettings seed_defaults;
+
 static const McDecision *find_decision(const McDecision *d, ssize_t n, size_t guest)
 {
         for (ssize_t i = 0; i < n; i++)
@@ -53,10 +56,23 @@ static McReason decision_reason(const McDecision *d, ssize_t n, size_t guest)
 /* Runs the policy and checks what must hold for any input: one decision per guest at most,
  * only managed guests, from = actual, to within [floor, cap] unless the host could not lift
  * the guest to its floor. */
+/* One tick of the policy on an array of guests (the daemon passes pointers). */
+static ssize_t policy_run(const McPolicySettings *s, uint64_t host_free, const McGuest *g, size_t n,
+                          McDecision *d, McPolicySummary *sum)
+{
+        const McGuest *ptrs[64];
+        McPolicyInput in = { .host_free_kib = host_free, .now_mono_usec = 0, .interval_usec = 1000000 };
+
+        g_assert_cmpuint(n, <=, G_N_ELEMENTS(ptrs));
+        for (size_t i = 0; i < n; i++)
+                ptrs[i] = &g[i];
+        return mc_policy_run(s, &in, ptrs, n, d, NULL, sum);
+}
+
 static ssize_t run_checked(const McPolicySettings *s, uint64_t host_free, const McGuest *g, size_t n,
                            McDecision *d, McPolicySummary *sum)
 {
-        ssize_t r = mc_policy_run(s, host_free, g, n, d, sum);
+        ssize_t r = policy_run(s, host_free, g, n, d, sum);
 
         g_assert_cmpint(r, >=, 0);
         g_assert_cmpint(r, <=, (ssize_t) n);
@@ -118,7 +134,7 @@ static void test_settings_check(void)
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
-                McPolicySettings s = mc_policy_defaults;
+                McPolicySettings s = seed_defaults;
                 const char *why;
 
                 s.domain_threshold_kib = table[i].t;
@@ -146,13 +162,14 @@ static void test_defaults(void)
         g_assert_cmpuint(mc_policy_defaults.dead_band_kib, ==, MIB(1));
         g_assert_cmpfloat(mc_policy_defaults.claim_fraction, ==, 0.10);
         g_assert_cmpfloat(mc_policy_defaults.grant_factor, ==, 2.0);
+        g_assert_cmpint(mc_policy_defaults.kind, ==, MC_POLICY_ADAPTIVE);
         g_assert_null(mc_policy_settings_check(&mc_policy_defaults));
 }
 
 static void test_names(void)
 {
         static const char *const reasons[] = { "none", "claim", "grant", "crunch-claim", "crunch-grant", "clamp" };
-        static const char *const statuses[] = { "managed", "no-balloon", "stale", "excluded" };
+        static const char *const statuses[] = { "managed", "no-balloon", "stale", "excluded", "busy", "stuck" };
 
         G_STATIC_ASSERT(G_N_ELEMENTS(reasons) == _MC_REASON_MAX);
         G_STATIC_ASSERT(G_N_ELEMENTS(statuses) == _MC_GUEST_STATUS_MAX);
@@ -184,7 +201,7 @@ static void test_floor_and_cap(void)
                 McGuest g = { .max_kib = table[i].max, .limit_max_kib = table[i].limit_max, .min_kib = table[i].min };
 
                 g_assert_cmpuint(mc_guest_cap_kib(&g), ==, table[i].cap);
-                g_assert_cmpuint(mc_guest_floor_kib(&mc_policy_defaults, &g), ==, table[i].floor);
+                g_assert_cmpuint(mc_guest_floor_kib(&seed_defaults, &g), ==, table[i].floor);
         }
 }
 
@@ -193,14 +210,14 @@ static void test_no_guests(void)
         McPolicySummary sum;
 
         memset(&sum, 0xaa, sizeof(sum));
-        g_assert_cmpint(mc_policy_run(&mc_policy_defaults, PLENTY, NULL, 0, NULL, &sum), ==, 0);
+        g_assert_cmpint(policy_run(&seed_defaults, PLENTY, NULL, 0, NULL, &sum), ==, 0);
         g_assert_cmpuint(sum.granted_kib, ==, 0);
         g_assert_cmpuint(sum.claimed_kib, ==, 0);
         g_assert_cmpuint(sum.n_needy, ==, 0);
         g_assert_false(sum.crunch);
         g_assert_cmpuint(sum.host_available_kib, ==, PLENTY - H_KIB);
         /* A NULL summary is allowed. */
-        g_assert_cmpint(mc_policy_run(&mc_policy_defaults, 0, NULL, 0, NULL, NULL), ==, 0);
+        g_assert_cmpint(policy_run(&seed_defaults, 0, NULL, 0, NULL, NULL), ==, 0);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -464,9 +481,9 @@ static const Case cases[] = {
                  { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 300, FALLING(MIB(30)) } },
           .e = { { MIB(1074), MC_REASON_CRUNCH_GRANT }, { MIB(1174), MC_REASON_CRUNCH_GRANT } },
           MIB(200), 0, MIB(200), true },
-        { "crunch: weight 0 counts as 1", H_KIB + MIB(100), .n = 2,
+        { "crunch: weight 0 counts as the default, 100", H_KIB + MIB(100), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 0, FALLING(MIB(30)) },
-                 { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 3, FALLING(MIB(30)) } },
+                 { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 300, FALLING(MIB(30)) } },
           .e = { { MIB(1049), MC_REASON_CRUNCH_GRANT }, { MIB(1099), MC_REASON_CRUNCH_GRANT } },
           MIB(100), 0, MIB(100), true },
         { "crunch: the heavy guest needs less than its share, the light one gets the rest", H_KIB + MIB(200), .n = 2,
@@ -596,7 +613,7 @@ static const Case cases[] = {
 static void test_case(gconstpointer data)
 {
         const Case *c = data;
-        McPolicySettings s = mc_policy_defaults;
+        McPolicySettings s = seed_defaults;
         McGuest g[NMAX];
         McDecision d[NMAX];
         McPolicySummary sum;
@@ -673,7 +690,7 @@ static void test_summary(void)
         McPolicySummary sum;
 
         /* Needs 40M + 100M + 200M = 340M; the host has 300M: a crunch. */
-        g_assert_cmpint(run_checked(&mc_policy_defaults, H_KIB + MIB(300), g, 4, d, &sum), ==, 4);
+        g_assert_cmpint(run_checked(&seed_defaults, H_KIB + MIB(300), g, 4, d, &sum), ==, 4);
         g_assert_cmpuint(sum.n_needy, ==, 3);
         g_assert_cmpuint(sum.need_total_kib, ==, MIB(340));
         g_assert_cmpuint(sum.host_available_kib, ==, MIB(300));
@@ -687,7 +704,7 @@ static void test_summary(void)
         g_assert_cmpuint(decision_to(d, 4, 3), ==, MIB(3996));
 
         /* With 400M: no crunch; the idle guest keeps 2T. */
-        g_assert_cmpint(run_checked(&mc_policy_defaults, H_KIB + MIB(400), g, 4, d, &sum), ==, 4);
+        g_assert_cmpint(run_checked(&seed_defaults, H_KIB + MIB(400), g, 4, d, &sum), ==, 4);
         g_assert_false(sum.crunch);
         g_assert_cmpuint(sum.n_needy, ==, 3);
         g_assert_cmpuint(sum.need_total_kib, ==, MIB(340));
@@ -701,11 +718,11 @@ static void test_summary(void)
 static void test_inputs_untouched(void)
 {
         McGuest g[2] = {
-                { .name = "a", .actual_kib = MIB(2048), .unused_kib = MIB(800), .max_kib = DEFAULT_MAX },
-                { .name = "b", .actual_kib = MIB(1024), .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) },
+                { .name = (char *) "a", .actual_kib = MIB(2048), .unused_kib = MIB(800), .max_kib = DEFAULT_MAX },
+                { .name = (char *) "b", .actual_kib = MIB(1024), .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) },
         };
         McGuest copy[2];
-        McPolicySettings s = mc_policy_defaults, s_copy;
+        McPolicySettings s = seed_defaults, s_copy;
         McDecision d[2];
 
         memcpy(copy, g, sizeof(g));
@@ -730,8 +747,8 @@ static void test_order_independent(void)
 
         for (size_t i = 0; i < 4; i++)
                 r[i] = g[3 - i];
-        n = run_checked(&mc_policy_defaults, H_KIB + MIB(250), g, 4, d, NULL);
-        nr = run_checked(&mc_policy_defaults, H_KIB + MIB(250), r, 4, dr, NULL);
+        n = run_checked(&seed_defaults, H_KIB + MIB(250), g, 4, d, NULL);
+        nr = run_checked(&seed_defaults, H_KIB + MIB(250), r, 4, dr, NULL);
         g_assert_cmpint(n, ==, nr);
         g_assert_cmpint(n, ==, 4);
         for (size_t i = 0; i < 4; i++) {
@@ -757,7 +774,7 @@ static void test_near_bound_not_stuck(void)
 
         /* 256M - 512K actual, nothing unused and falling: needs 200M. */
         McGuest starving = { .actual_kib = MIB(256) - 512, .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) };
-        n = run_checked(&mc_policy_defaults, PLENTY, &starving, 1, d, NULL);
+        n = run_checked(&seed_defaults, PLENTY, &starving, 1, d, NULL);
         g_test_message("starving just under the floor: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
         if (n == 1) {
@@ -768,7 +785,7 @@ static void test_near_bound_not_stuck(void)
         /* The same with the admin's own min: 1G - 512K actual. */
         McGuest starving_min = { .actual_kib = GIB(1) - 512, .unused_kib = MIB(10), .max_kib = DEFAULT_MAX,
                                  .min_kib = GIB(1), FALLING(MIB(60)) };
-        n = run_checked(&mc_policy_defaults, PLENTY, &starving_min, 1, d, NULL);
+        n = run_checked(&seed_defaults, PLENTY, &starving_min, 1, d, NULL);
         g_test_message("starving just under its min: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
         if (n == 1)
@@ -777,7 +794,7 @@ static void test_near_bound_not_stuck(void)
         /* 1536M + 512K actual over a 1536M cap, 800M unused: gives 80M. */
         McGuest idle = { .actual_kib = MIB(1536) + 512, .unused_kib = MIB(800), .max_kib = DEFAULT_MAX,
                          .limit_max_kib = MIB(1536) };
-        n = run_checked(&mc_policy_defaults, PLENTY, &idle, 1, d, NULL);
+        n = run_checked(&seed_defaults, PLENTY, &idle, 1, d, NULL);
         g_test_message("idle just over the cap: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
         if (n == 1) {
@@ -794,7 +811,7 @@ static void test_near_bound_not_stuck(void)
 static void test_water_filling_reference(void)
 {
         g_autoptr(GRand) rand = g_rand_new_with_seed(4242);
-        McPolicySettings s = mc_policy_defaults;
+        McPolicySettings s = seed_defaults;
 
         s.dead_band_kib = 0;
         for (unsigned round = 0; round < 2000; round++) {
@@ -887,7 +904,7 @@ typedef struct Sim {
 
 static void sim_init(Sim *sim)
 {
-        *sim = (Sim){ .s = mc_policy_defaults };
+        *sim = (Sim){ .s = seed_defaults };
 }
 
 static size_t sim_add(Sim *sim, uint64_t actual, uint64_t unused, uint64_t max, uint64_t eat)
@@ -895,7 +912,7 @@ static size_t sim_add(Sim *sim, uint64_t actual, uint64_t unused, uint64_t max, 
         size_t i = sim->n++;
 
         g_assert_cmpuint(sim->n, <=, SIM_MAX);
-        sim->g[i] = (McGuest){ .name = "guest", .actual_kib = actual, .unused_kib = unused, .max_kib = max };
+        sim->g[i] = (McGuest){ .name = (char *) "guest", .actual_kib = actual, .unused_kib = unused, .max_kib = max };
         sim->eat[i] = eat;
         return i;
 }
@@ -1384,6 +1401,8 @@ static void test_sim_random(void)
 
 int main(int argc, char *argv[])
 {
+        seed_defaults = mc_policy_defaults;
+        seed_defaults.kind = MC_POLICY_SEED;
         g_test_init(&argc, &argv, NULL);
         /* Report every failing case, not just the first one. */
         g_test_set_nonfatal_assertions();
