@@ -27,7 +27,6 @@
 
 #define SIM_USEC_PER_SEC UINT64_C(1000000)
 #define SIM_UUID_STRLEN 37
-#define SIM_HISTORY 256 /* sub-steps of balloon history kept for the reported lag */
 
 typedef struct SimModel {
         double kernel_base_mib;        /* the kernel and /init at rest */
@@ -40,10 +39,11 @@ typedef struct SimModel {
         double deflate_mib_s;          /* balloon speed, growing the guest */
         double autodeflate_mib_s;      /* how fast a guest under pressure deflates itself */
         double touch_mib_s;            /* how fast the workload can touch new memory */
-        double actual_lag_s;           /* libvirt's balloon.current is this old */
+        double actual_throttle_s;      /* libvirt's balloon.current changes at most this often */
         double freeze_s;               /* reported figures stand still this long after a change */
         bool freeze_on_deflate;        /* ... after the balloon grows the guest */
         bool freeze_on_inflate;        /* ... after the balloon shrinks the guest */
+        bool freeze_after_change;      /* the figures kept are the first sample after the change */
         double stats_period_s;         /* the guest samples its stats this often; 0 = never */
         double stats_phase_s;          /* first sample this long after the guest starts */
         double disk_read_mib_s;        /* a cache step without SECS reads this fast */
@@ -220,10 +220,11 @@ typedef struct SimGuest {
         SimSample snapshot; /* what a frozen guest keeps reporting */
         uint64_t frozen_until_usec;
         bool fresh_since_freeze; /* a sample moved since the last freeze: another may start */
+        bool freeze_armed;       /* the next sample is the one a freeze keeps */
         uint64_t next_sample_usec;
-        double history[SIM_HISTORY]; /* actual at each past sub-step, ring */
-        unsigned history_pos, history_len;
-        unsigned lag_steps; /* actual_lag_s in sub-steps */
+        double reported_actual_mib; /* libvirt's balloon.current */
+        uint64_t last_event_usec;   /* QEMU's last BALLOON_CHANGE */
+        bool event_pending;         /* the balloon moved since */
 
         /* Extremes since the guest started, at every sub-step. */
         double lowest_free_mib, lowest_usable_mib, peak_actual_mib;
@@ -268,7 +269,7 @@ double sim_world_host_total_mib(const SimWorld *w);
 double sim_world_host_free_mib(const SimWorld *w);
 double sim_world_guests_actual_mib(const SimWorld *w);
 
-/* libvirt's balloon.current for g now: its actual actual_lag_s ago. */
+/* libvirt's balloon.current for g now (throttled QEMU events). */
 double sim_guest_reported_actual_mib(const SimGuest *g);
 /* The age of g's last sample, in seconds (INFINITY when there is none). */
 double sim_guest_sample_age_s(const SimGuest *g, uint64_t now_usec);
