@@ -428,8 +428,11 @@ static void outcome_of(Run *r, size_t i, Outcome *o)
                 if (k > 0) {
                         const Rec *p = &g_array_index(recs, Rec, k - 1);
                         double u = s->model.kernel_base_mib + 2 * t_mib(r);
+                        /* A cyclic load's drop is not the end of a workload: the next tooth comes. */
+                        const SimStep *st =
+                                sim_schedule_step_at(&s->schedule, x->t - s->start_s - s->ready_s);
                         if (p->running && p->held >= NOTHING_TO_RETURN_MIB && x->held < 1 &&
-                            p->actual - u >= NOTHING_TO_RETURN_MIB) {
+                            p->actual - u >= NOTHING_TO_RETURN_MIB && !(st && st->cyclic)) {
                                 /* Within 60 s, or what the run has left of them (at least 20 s). */
                                 guint j = MIN(k + (guint) llround(RETURN_WINDOW_S / dt), recs->len - 1);
                                 if ((double) (j - k) * dt >= 20) {
@@ -683,11 +686,24 @@ static int write_plot(Run *r, const char *png)
 
         if (!dir)
                 return -EIO;
+        /* In a fleet, the guests with a workload first: idle ones all look alike. */
+        size_t pick[PLOT_MAX_GUESTS], k0 = 0;
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < r->n && k0 < shown; i++) {
+                        const SimSchedule *sch = &sim_world_guest(r->w, i)->spec->schedule;
+                        bool busy = false;
+                        for (size_t j = 0; j < sch->n_steps; j++)
+                                busy |= sch->steps[j].kind != SIM_STEP_IDLE &&
+                                        sch->steps[j].kind != SIM_STEP_HOLD;
+                        if (busy == (pass == 0))
+                                pick[k0++] = i;
+                }
         for (size_t i = 0; i < shown; i++) {
                 g_autoptr(GString) d = g_string_new("# t actual free used target\n");
                 g_autoptr(GString) dd = g_string_new("# t to reason\n");
-                for (guint k = 0; k < r->recs[i]->len; k++) {
-                        const Rec *x = &g_array_index(r->recs[i], Rec, k);
+                size_t gi = pick[i];
+                for (guint k = 0; k < r->recs[gi]->len; k++) {
+                        const Rec *x = &g_array_index(r->recs[gi], Rec, k);
                         if (x->running)
                                 g_string_append_printf(d, "%.1f %.1f %.1f %.1f %.1f\n", x->t, x->actual,
                                                        x->free, x->used, x->target);
@@ -696,7 +712,7 @@ static int write_plot(Run *r, const char *png)
                 }
                 for (guint k = 0; k < r->decisions->len; k++) {
                         const Decision *x = &g_array_index(r->decisions, Decision, k);
-                        if (x->guest == i)
+                        if (x->guest == gi)
                                 g_string_append_printf(dd, "%.1f %.1f %d\n", x->t, x->to_mib,
                                                        x->to_mib > x->from_mib ? 1 : 0);
                 }
@@ -724,18 +740,32 @@ static int write_plot(Run *r, const char *png)
                                "set ylabel 'MiB'\nset lmargin 9\nset rmargin 22\n",
                                220 * (shown + 1), png, shown + 1, r->sc->origin);
         for (size_t i = 0; i < shown; i++) {
-                const char *name = sim_world_guest(r->w, i)->spec->name;
+                const char *name = sim_world_guest(r->w, pick[i])->spec->name;
+                unsigned grants = 0, claims = 0;
+                for (guint k = 0; k < r->decisions->len; k++) {
+                        const Decision *x = &g_array_index(r->decisions, Decision, k);
+                        if (x->guest == pick[i])
+                                (*(x->to_mib > x->from_mib ? &grants : &claims))++;
+                }
                 g_string_append_printf(
                         gp,
-                        "set title '%s' offset 0,-0.8\nplot '%s/g%zu.dat' u 1:2 w l lw 2 lc rgb '#1f77b4' t "
-                        "'actual', "
-                        "'' u 1:3 w l lc rgb '#2ca02c' t 'free', '' u 1:4 w l lc rgb '#d62728' t 'demand "
-                        "(used)', "
-                        "'' u 1:5 w steps dt 2 lc rgb '#7f7f7f' t 'target', "
-                        "%.0f w l dt 3 lc rgb '#ff7f0e' t 'T', "
-                        "'%s/d%zu.dat' u 1:($3==1?$2:1/0) w p pt 9 ps 0.6 lc rgb '#d62728' t 'grant', "
-                        "'' u 1:($3==0?$2:1/0) w p pt 11 ps 0.6 lc rgb '#1f77b4' t 'claim'\n",
-                        name, dir, i, t_mib(r), dir, i);
+                        "set title '%s' offset 0,-0.8\nplot '%s/g%zu.dat' u 1:2 w l lw 2 lc rgb "
+                        "'#1f77b4' t 'actual', '' u 1:3 w l lc rgb '#2ca02c' t 'free', '' u 1:4 w l "
+                        "lc rgb '#d62728' t 'demand (used)', '' u 1:5 w steps dt 2 lc rgb '#7f7f7f' "
+                        "t 'target', %.0f w l dt 3 lc rgb '#ff7f0e' t 'T'",
+                        name, dir, i, t_mib(r));
+                /* Only series with points: gnuplot warns about empty ones. */
+                if (grants)
+                        g_string_append_printf(gp,
+                                               ", '%s/d%zu.dat' u 1:($3==1?$2:1/0) w p pt 9 ps 0.6 lc rgb "
+                                               "'#d62728' t 'grant'",
+                                               dir, i);
+                if (claims)
+                        g_string_append_printf(gp,
+                                               ", '%s/d%zu.dat' u 1:($3==0?$2:1/0) w p pt 11 ps 0.6 lc rgb "
+                                               "'#1f77b4' t 'claim'",
+                                               dir, i);
+                g_string_append_c(gp, '\n');
         }
         g_string_append_printf(gp,
                                "set title 'host' offset 0,-0.8\nset xlabel 'simulated time (s)'\n"

@@ -425,11 +425,16 @@ static void test_parser_errors(void)
 /* Count= makes fleets; per-guest model keys override [Model]; [Settings] keeps its lines. */
 static void test_parser_features(void)
 {
-        g_autoptr(SimScenario) sc = load("[Scenario]\nDurationSec=90\n[Model]\nKernelBaseMiB=80\n"
-                                         "[Settings]\nDomainThreshold=120M\n"
-                                         "[Guest idle]\nCount=50\nStaggerSec=1\n"
-                                         "[Guest special]\nKernelBaseMiB=100\n"
-                                         "[Domain special]\nWeight=200\n");
+        g_autoptr(GError) error = NULL;
+        /* Not load(): the line numbers of [Settings] are this text's own. */
+        g_autoptr(SimScenario) sc =
+                sim_scenario_load_data("[Scenario]\nDurationSec=90\n[Model]\nKernelBaseMiB=80\n"
+                                       "[Settings]\nDomainThreshold=120M\n"
+                                       "[Guest idle]\nCount=50\nStaggerSec=1\n"
+                                       "[Guest special]\nKernelBaseMiB=100\n"
+                                       "[Domain special]\nWeight=200\n",
+                                       "test.ini", &error);
+        g_assert_no_error(error);
         g_assert_cmpuint(sc->guests->len, ==, 51);
         const SimGuestSpec *g0 = g_ptr_array_index(sc->guests, 0), *g49 = g_ptr_array_index(sc->guests, 49),
                            *sp = g_ptr_array_index(sc->guests, 50);
