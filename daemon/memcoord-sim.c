@@ -60,6 +60,7 @@ typedef struct Args {
 typedef struct Rec {
         float t, actual, target, free, usable, cache, held, used, rep_unused;
         bool running;
+        unsigned kills; /* OOM kills so far */
 } Rec;
 
 typedef struct Decision {
@@ -140,6 +141,7 @@ static void record(Run *r)
                 Rec rec = {
                         .t = (float) t,
                         .running = g->running,
+                        .kills = g->oom_kills,
                         .actual = (float) g->actual_mib,
                         .target = (float) g->target_mib,
                         .free = (float) g->free_mib,
@@ -432,7 +434,8 @@ static void outcome_of(Run *r, size_t i, Outcome *o)
                         const SimStep *st =
                                 sim_schedule_step_at(&s->schedule, x->t - s->start_s - s->ready_s);
                         if (p->running && p->held >= NOTHING_TO_RETURN_MIB && x->held < 1 &&
-                            p->actual - u >= NOTHING_TO_RETURN_MIB && !(st && st->cyclic)) {
+                            p->actual - u >= NOTHING_TO_RETURN_MIB && !(st && st->cyclic) &&
+                            x->kills == p->kills) {
                                 /* Within 60 s, or what the run has left of them (at least 20 s). */
                                 guint j = MIN(k + (guint) llround(RETURN_WINDOW_S / dt), recs->len - 1);
                                 if ((double) (j - k) * dt >= 20) {
@@ -543,7 +546,7 @@ out:
                r->sc->origin, r->n, (double) r->now_usec / 1e6, r->wall_s, r->ticks,
                r->ticks ? r->cpu_s / r->ticks * 1e6 : 0, r->cpu_max_s * 1e6);
         printf("sum of actual over time: %.1f GiB*s\n", r->gib_s);
-        printf("lowest host headroom (host free - pending grants - H): %.0f MiB\n",
+        printf("lowest host headroom (host free - H, after each tick): %.0f MiB\n",
                r->lowest_host_headroom_mib);
         if (p->host_budget_kib > 0) {
                 char commit[64] = "no grant";
@@ -654,16 +657,17 @@ static int write_csv(Run *r, const char *path)
 {
         g_autoptr(GString) s =
                 g_string_new("t,guest,running,actual_mib,target_mib,free_mib,usable_mib,cache_mib,"
-                             "held_mib,used_mib,reported_unused_mib\n");
+                             "held_mib,used_mib,reported_unused_mib,oom_kills\n");
         g_autoptr(GError) error = NULL;
 
         for (size_t i = 0; i < r->n; i++) {
                 const char *name = sim_world_guest(r->w, i)->spec->name;
                 for (guint k = 0; k < r->recs[i]->len; k++) {
                         const Rec *x = &g_array_index(r->recs[i], Rec, k);
-                        g_string_append_printf(s, "%.1f,%s,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f\n",
+                        g_string_append_printf(s, "%.1f,%s,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%u\n",
                                                x->t, name, x->running, x->actual, x->target, x->free,
-                                               x->usable, x->cache, x->held, x->used, x->rep_unused);
+                                               x->usable, x->cache, x->held, x->used, x->rep_unused,
+                                               x->kills);
                 }
         }
         if (!g_file_set_contents(path, s->str, (gssize) s->len, &error)) {
