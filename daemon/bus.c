@@ -20,13 +20,6 @@ struct McBus {
         sd_bus_slot *slots[4];
 };
 
-#define CHECK_AUTH(m, error)                          \
-        do {                                          \
-                int _r = mc_auth_check((m), (error)); \
-                if (_r < 0)                           \
-                        return _r;                    \
-        } while (0)
-
 static char *domain_path(const McGuest *g)
 {
         char *path = NULL;
@@ -94,7 +87,7 @@ static int property_manager(sd_bus *bus, const char *path, const char *interface
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
-static int method_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         McManager *m = userdata;
@@ -102,7 +95,6 @@ static int method_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error
         size_t n;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r < 0)
                 return r;
@@ -143,38 +135,38 @@ static int set_size(sd_bus_message *msg, McManager *m, sd_bus_error *error, Size
         uint64_t bytes;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "t", &bytes);
         if (r < 0)
                 return r;
+        if (bytes > MC_SIZE_MAX_BYTES)
+                return reply_error(error, -EINVAL, what, "a size must not exceed 4 PiB");
         r = setter(m, bytes_to_kib_up(bytes), &why);
         if (r < 0)
                 return reply_error(error, r, what, why);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_set_domain_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_domain_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         return set_size(msg, userdata, error, mc_manager_set_domain_threshold, "Domain threshold");
 }
 
-static int method_set_host_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_host_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         return set_size(msg, userdata, error, mc_manager_set_host_threshold, "Host threshold");
 }
 
-static int method_set_host_budget(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_host_budget(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         return set_size(msg, userdata, error, mc_manager_set_host_budget, "Host budget");
 }
 
-static int method_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *why = NULL;
         uint64_t usec;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "t", &usec);
         if (r < 0)
                 return r;
@@ -184,31 +176,30 @@ static int method_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_pause(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_pause(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-        CHECK_AUTH(msg, error);
         (void) mc_manager_set_paused(userdata, true);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-        CHECK_AUTH(msg, error);
         (void) mc_manager_set_paused(userdata, false);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *domain, *why = NULL;
         uint64_t min_bytes, max_bytes;
         uint32_t weight;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "sttu", &domain, &min_bytes, &max_bytes, &weight);
         if (r < 0)
                 return r;
+        if (min_bytes > MC_SIZE_MAX_BYTES || max_bytes > MC_SIZE_MAX_BYTES)
+                return reply_error(error, -EINVAL, domain, "a size must not exceed 4 PiB");
         r = mc_manager_set_domain_limits(userdata, domain, bytes_to_kib_up(min_bytes),
                                          bytes_to_kib_up(max_bytes), weight, &why);
         if (r < 0)
@@ -216,12 +207,11 @@ static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *domain;
         int excluded, r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "sb", &domain, &excluded);
         if (r < 0)
                 return r;
@@ -231,14 +221,65 @@ static int method_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bu
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         g_autoptr(GError) e = NULL;
 
-        CHECK_AUTH(msg, error);
         if (mc_manager_reload(userdata, &e) < 0)
                 return sd_bus_error_setf(error, MC_ERROR_BAD_CONFIG, "%s", e ? e->message : "reload failed");
         return sd_bus_reply_method_return(msg, NULL);
+}
+
+/* Every method passes the one gate (auth.c) first; its second half runs when the gate says
+ * yes, which may be later, once polkit has answered. */
+static int method_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_list_domains, userdata, error);
+}
+
+static int method_set_domain_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_threshold, userdata, error);
+}
+
+static int method_set_host_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_host_threshold, userdata, error);
+}
+
+static int method_set_host_budget(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_host_budget, userdata, error);
+}
+
+static int method_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_interval, userdata, error);
+}
+
+static int method_pause(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_pause, userdata, error);
+}
+
+static int method_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_resume, userdata, error);
+}
+
+static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_limits, userdata, error);
+}
+
+static int method_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_excluded, userdata, error);
+}
+
+static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_reload, userdata, error);
 }
 
 static const sd_bus_vtable manager_vtable[] = {
@@ -532,6 +573,8 @@ McBus *mc_bus_free(McBus *b)
 {
         if (!b)
                 return NULL;
+        /* Pending checks hold calls that hold the bus, and would run handlers on a freed manager. */
+        mc_auth_cancel_all();
         if (b->manager)
                 mc_manager_set_listener(b->manager, NULL, NULL);
         for (size_t i = 0; i < ELEMENTSOF(b->slots); i++)

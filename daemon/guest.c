@@ -55,9 +55,31 @@ uint64_t mc_guest_target_kib(const McGuest *g)
         return g->last_target_kib > 0 ? g->last_target_kib : g->actual_kib;
 }
 
+/*
+ * MemAvailable is MemFree plus reclaimable cache less the kernel's reserve (~65 MiB on the
+ * guests here). The reserve is learned while the cache is small; from there on headroom is
+ * MemAvailable plus that reserve, so that it moves smoothly from MemFree to MemAvailable as
+ * free memory fills with cache, instead of dropping by the reserve. Up to that much cache (the
+ * rootfs of a diskless guest is a few MiB) headroom is MemFree, exactly.
+ */
+#define RESERVE_LEARN_MAX_CACHE_KIB (16 * UINT64_C(1024))
+#define RESERVE_LEARN_MIN_USABLE_KIB (8 * UINT64_C(1024))
+
 uint64_t mc_guest_headroom_kib(const McGuest *g)
 {
-        return g->usable_kib > g->unused_kib ? g->usable_kib : g->unused_kib;
+        if (g->usable_kib == 0 || g->disk_caches_kib <= RESERVE_LEARN_MAX_CACHE_KIB)
+                return g->unused_kib;
+        uint64_t usable = g->usable_kib + g->reserve_kib;
+        return usable > g->unused_kib ? usable : g->unused_kib;
+}
+
+static void learn_reserve(McGuest *g, const McReading *r)
+{
+        if (r->disk_caches_kib == 0 || r->disk_caches_kib > RESERVE_LEARN_MAX_CACHE_KIB)
+                return;
+        if (r->usable_kib < RESERVE_LEARN_MIN_USABLE_KIB || r->usable_kib > r->unused_kib)
+                return;
+        g->reserve_kib = r->unused_kib - r->usable_kib;
 }
 
 McGuestLimits mc_guest_limits(uint64_t default_min_kib, const McGuest *g)
@@ -252,6 +274,7 @@ unsigned mc_guest_observe(McGuest *g, const McReading *r, const McObserveContext
                 g->disk_caches_kib = r->disk_caches_kib;
                 g->last_update_seen = r->last_update;
                 g->has_stats = true;
+                learn_reserve(g, r);
         } else {
                 g->freshness = (McFreshness){};
                 g->stats_age_usec = UINT64_MAX;

@@ -83,7 +83,10 @@ typedef struct McGuest {
         uint64_t available_kib;
         uint64_t usable_kib;
         uint64_t disk_caches_kib;
-        uint64_t max_kib;        /* the hypervisor's maximum for this guest */
+        uint64_t max_kib; /* the hypervisor's maximum for this guest */
+        /* MemFree the guest keeps out of MemAvailable (its kernel's reserve), learned while it
+         * has next to no page cache; 0 = not known yet. */
+        uint64_t reserve_kib;
         uint64_t stats_age_usec; /* UINT64_MAX = no stats yet */
         McFreshness freshness;
         int64_t last_update_seen; /* the stamp of the last reading */
@@ -169,8 +172,8 @@ void mc_guest_target_failed(McGuest *g, uint64_t now_mono_usec);
 /* The pending target, or actual when none: what the bus shows as TargetBytes. */
 uint64_t mc_guest_target_kib(const McGuest *g);
 
-/* What the guest can use without trouble: MemFree, or MemAvailable where it is larger (free
- * memory that went into reclaimable page cache). */
+/* What the guest can use without trouble: MemFree, or where larger MemAvailable plus the
+ * kernel's reserve (free memory that went into reclaimable page cache). */
 uint64_t mc_guest_headroom_kib(const McGuest *g);
 
 /* The effective limits, "default" resolved: the one place that does. */

@@ -446,12 +446,15 @@ static int libvirt_collect(McHypervisor *h, unsigned stats_period_sec, McReading
         return 0;
 }
 
-static int read_proc_meminfo(McHostMemory *ret)
+/* Where the local host's memory is read; a test may point it at a file of its own. */
+const char *mc_meminfo_path = "/proc/meminfo";
+
+int mc_read_meminfo(const char *path, McHostMemory *ret)
 {
         g_autofree char *data = NULL;
         bool have_total = false, have_avail = false;
 
-        if (!g_file_get_contents("/proc/meminfo", &data, NULL, NULL))
+        if (!g_file_get_contents(path, &data, NULL, NULL))
                 return -errno ?: -EIO;
         g_auto(GStrv) lines = g_strsplit(data, "\n", -1);
         for (size_t i = 0; lines[i]; i++) {
@@ -475,8 +478,15 @@ static int libvirt_host_memory(McHypervisor *h, McHostMemory *ret)
         int nparams = 0;
         int r;
 
-        if (l->node_stats_unsupported)
-                return read_proc_meminfo(ret);
+        /*
+         * A URI without a host name (qemu:///system, test:///...) is served on this machine:
+         * take the kernel's own estimate, MemAvailable. libvirt's node stats have no such
+         * field, and free + buffers + cached counts Shmem (tmpfs, memfd, the shared memory
+         * behind virtiofs and vhost-user guests) as free although it cannot be reclaimed.
+         */
+        g_autoptr(GUri) uri = h->uri && *h->uri ? g_uri_parse(h->uri, G_URI_FLAGS_NONE, NULL) : NULL;
+        if (l->node_stats_unsupported || !uri || !g_uri_get_host(uri) || !*g_uri_get_host(uri))
+                return mc_read_meminfo(mc_meminfo_path, ret);
 
         /* How many fields the node reports does not change: ask once per connection. */
         if (l->node_nparams <= 0) {
@@ -490,7 +500,7 @@ static int libvirt_host_memory(McHypervisor *h, McHostMemory *ret)
                                 return r;
                         /* libvirt's test driver has no node stats: the host is this machine. */
                         l->node_stats_unsupported = true;
-                        return read_proc_meminfo(ret);
+                        return mc_read_meminfo(mc_meminfo_path, ret);
                 }
         }
         nparams = l->node_nparams;
@@ -500,7 +510,11 @@ static int libvirt_host_memory(McHypervisor *h, McHostMemory *ret)
                 g_free(params);
                 return translate_error(h, "Failed to read host memory");
         }
-        /* Free plus reclaimable cache: what MemAvailable approximates. */
+        /*
+         * A remote host: free plus buffers plus cached is all libvirt tells. Its Shmem is not
+         * known here, so nothing is subtracted for it: with shared-memory-backed guests on a
+         * remote host, leave room for it in HostThreshold or set a HostBudget.
+         */
         for (int i = 0; i < nparams; i++) {
                 if (g_str_equal(params[i].field, VIR_NODE_MEMORY_STATS_TOTAL))
                         ret->total_kib = params[i].value;

@@ -25,8 +25,8 @@ typedef struct McHypervisor McHypervisor;
 
 typedef struct McHostMemory {
         uint64_t total_kib;
-        uint64_t free_kib; /* what the host can give: MemAvailable */
-        bool from_proc;    /* read from /proc/meminfo, not the driver */
+        uint64_t free_kib; /* this host: MemAvailable; a remote one: libvirt's free + buffers + cached */
+        bool from_proc;    /* read from this host's /proc/meminfo */
 } McHostMemory;
 
 typedef struct McCallCounters {
@@ -129,4 +129,9 @@ void mc_hypervisor_lost(McHypervisor *h);
 void mc_hypervisor_domain_event(McHypervisor *h, const char *uuid, const char *name, McDomainEvent event);
 
 extern const McHypervisorOps mc_hypervisor_libvirt_ops;
+
+/* This host's memory from a meminfo file: MemTotal and MemAvailable. The libvirt backend
+ * reads mc_meminfo_path ("/proc/meminfo"; tests point it elsewhere) for a local URI. */
+extern const char *mc_meminfo_path;
+int mc_read_meminfo(const char *path, McHostMemory *ret);
 extern const McHypervisorOps mc_hypervisor_sim_ops;

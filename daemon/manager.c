@@ -284,8 +284,8 @@ static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint6
         r = mc_hypervisor_set_target(m->hypervisor, g->uuid, dec->to_kib);
         if (r < 0) {
                 mc_log_warning("%s: %s", g->name, mc_hypervisor_error(m->hypervisor));
-                if (r == -ENOTCONN)
-                        return r;
+                if (r == -ENOTCONN || !mc_hypervisor_is_connected(m->hypervisor))
+                        return -ENOTCONN;
                 mc_guest_target_failed(g, now_mono);
                 return 0;
         }

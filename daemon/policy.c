@@ -19,6 +19,9 @@
  * 0.2-1.6 s. A consuming guest is given, on top of T, what it eats over interval + REACTION.
  */
 #define REACTION_USEC (3 * UINT64_C(1000000))
+/* A balloon has landed this long after the call (0.2-1.6 s measured), and the guest's stamp
+ * is to the second. */
+#define LANDED_USEC (2 * UINT64_C(1000000))
 /* A sample is read on average half a stats period after the guest took it. */
 #define SAMPLE_AGE_USEC (UINT64_C(500000))
 /* Below this growth a guest is steady: an idle guest's MemFree wanders by ~1 MiB in 2 s. */
@@ -317,13 +320,16 @@ static uint64_t predicted_headroom_kib(const McPolicyInput *in, const McGuest *g
         if (!g->has_sample)
                 return sub_sat(mc_guest_headroom_kib(g), g->actual_kib - min_u64(target, g->actual_kib));
         uint64_t since = sub_sat(in->now_mono_usec, g->sample_mono_usec) + SAMPLE_AGE_USEC;
-        /* libvirt's actual lags the guest's own figures: whether the sample already showed the
-         * balloon moves since its actual, or none of them, is not known. Take the smaller. */
+        /* libvirt's actual lags the guest's own figures by ~1 s. A sample stamped well after our
+         * last change (it has landed by then) shows every move up to actual; otherwise whether
+         * it shows the moves since its own actual is not known: take the smaller. */
         double moved_since_sample = (double) target - (double) g->sample_actual_kib;
         double moved_since_now = (double) target - (double) g->actual_kib;
-        double h = (double) g->sample_headroom_kib +
-                   (moved_since_sample < moved_since_now ? moved_since_sample : moved_since_now) -
-                   rate * (double) since / 1e6;
+        double moved = moved_since_sample < moved_since_now ? moved_since_sample : moved_since_now;
+        if (g->last_change_usec > 0 && g->sample_stamp > 0 &&
+            (uint64_t) g->sample_stamp * UINT64_C(1000000) >= g->last_change_usec + LANDED_USEC)
+                moved = moved_since_now;
+        double h = (double) g->sample_headroom_kib + moved - rate * (double) since / 1e6;
         return h > 0 ? (uint64_t) h : 0;
 }
 

@@ -94,9 +94,20 @@ static const BalloonRecord *recorder_find(const Recorder *r, const char *name)
         return found;
 }
 
+/* When set, the next guest added during a tick kills this libvirtd: the connection is then
+ * lost between the tick's collect and its decisions. */
+typedef struct Libvirtd Libvirtd;
+static Libvirtd *kill_on_add;
+static McManager *kill_on_add_manager;
+static void libvirtd_kill(Libvirtd *l);
+
 static void on_domain_added(void *userdata, McGuest *d)
 {
         ((Recorder *) userdata)->added++;
+        if (kill_on_add && kill_on_add_manager && kill_on_add_manager->in_tick) {
+                libvirtd_kill(kill_on_add);
+                kill_on_add = NULL;
+        }
 }
 
 static void on_domain_removed(void *userdata, McGuest *d)
@@ -985,6 +996,56 @@ static gboolean state_is(gpointer userdata)
         return mc_manager_state(args[0]) == (McState) GPOINTER_TO_INT(args[1]);
 }
 
+/*
+ * libvirtd dies while a tick applies decisions: the set-target calls fail, the tick stops
+ * applying, and the guests it was using are freed only afterwards, from the loop (the
+ * manager once freed every guest from inside the failing call; under ASan that crashes).
+ */
+static void test_remote_lost_while_applying(void)
+{
+        Libvirtd l = {};
+        Recorder rec;
+
+        if (skip_without_libvirtd())
+                return;
+        libvirtd_start(&l);
+        recorder_init(&rec);
+        virConnectPtr peer = virConnectOpen(l.uri);
+        g_assert_nonnull(peer);
+
+        McManager *m = manager_new(l.uri, MC_INTERVAL_MAX_USEC, false, &rec);
+        /* The first tick learns that the test driver has no node stats: the host figure then
+         * comes from /proc/meminfo, with no call that could fail before the decisions. */
+        tick(m);
+        g_assert_nonnull(recorder_find(&rec, DEFAULT_GUEST));
+        unsigned balloons = rec.balloons->len;
+
+        virDomainPtr dom = virDomainCreateXML(peer, new_guest_xml, 0);
+        g_assert_nonnull(dom);
+        virDomainFree(dom);
+        virConnectClose(peer);
+        kill_on_add = &l;
+        kill_on_add_manager = m;
+        int r = mc_manager_tick(m);
+        kill_on_add_manager = NULL;
+        g_assert_null(kill_on_add); /* it did die inside the tick */
+        g_assert_cmpint(r, ==, 0);
+        /* Its guests were all still there when the tick returned; none got a target. */
+        g_assert_nonnull(mc_manager_find_guest(m, "mc-it-new"));
+        g_assert_nonnull(mc_manager_find_guest(m, DEFAULT_GUEST));
+        g_assert_cmpuint(rec.balloons->len, ==, balloons);
+        g_assert_cmpuint(must_find(m, DEFAULT_GUEST)->last_target_kib, ==, 0);
+
+        /* Then the loop hears of it. */
+        gpointer disconnected[] = {m, GINT_TO_POINTER(MC_STATE_DISCONNECTED)};
+        g_assert_true(spin_until(state_is, disconnected, USEC(15)));
+        g_assert_cmpuint(g_hash_table_size(m->guests), ==, 0);
+
+        mc_manager_free(m);
+        libvirtd_stop(&l);
+        recorder_clear(&rec);
+}
+
 static gboolean no_guests(gpointer userdata)
 {
         return g_hash_table_size(((McManager *) userdata)->guests) == 0;
@@ -1074,6 +1135,7 @@ int main(int argc, char **argv)
         g_test_add_func("/libvirt/libvirtd/dry-run", test_remote_dry_run);
         g_test_add_func("/libvirt/libvirtd/pause", test_remote_pause);
         g_test_add_func("/libvirt/libvirtd/reconnect", test_remote_reconnect);
+        g_test_add_func("/libvirt/libvirtd/lost-while-applying", test_remote_lost_while_applying);
 
         r = g_test_run();
         mc_libvirt_event_unregister();
