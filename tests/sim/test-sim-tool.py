@@ -119,6 +119,23 @@ class ToolTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stdout)
         self.assertIn("claim fraction 10 %", r.stdout)
 
+    def test_faults(self):
+        """The connection lost while a tick applies decisions (the 12th set_target) and again at
+        150 s, failing calls, a busy guest, stale stats: the daemon's manager survives (run
+        under ASan in CI), comes back each time, and never acts on what it cannot read."""
+        r = run(os.path.join(SCEN, "faults.ini"), "--check", "--json", "-v")
+        self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr[-3000:])
+        self.assertEqual(r.stderr.count("Lost the connection"), 2, r.stderr[-3000:])
+        self.assertIn("connection lost (simulated)", r.stderr)
+        self.assertIn("collect failed (simulated)", r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["violations"], [])
+        self.assertGreater(out["failed_set_target"], 0)
+        # It came back: the consumer's memory went back after its free at 90 s, and the
+        # stats that stopped at 45 s were not acted on until they flowed again at 120 s.
+        busy = next(g for g in out["guests"] if g["name"] == "busy")
+        self.assertGreaterEqual(busy["returned_60s_pct"], 50)
+
     def test_list_model_and_help(self):
         r = run("--list-model")
         self.assertEqual(r.returncode, 0)

@@ -19,7 +19,7 @@
         "[Model]\nKernelBaseMiB=91\nKernelGrowth=0.08\nKernelDriftMiB=0\nReserveMiB=65\nReclaimFreeMiB=" \
         "65\n"                                                                                           \
         "OomFreeMiB=47\nBalloonFloorFreeMiB=50\nInflateMiBs=150\nDeflateMiBs=150\nTouchMiBs=100\n"       \
-        "ActualThrottleSec=1\nFreezeSec=4\nFreezeAfterChange=true\n"
+        "ActualThrottleSec=1\nFreezeSec=4\nFreezeAfterChange=true\nAutodeflateMiBs=1000\n"
 
 static SimScenario *load(const char *text)
 {
@@ -249,6 +249,20 @@ static void test_autodeflate(void)
         g_assert_cmpfloat_with_epsilon(g->actual_mib, 91 + 540 + 47, 1e-6);
         g_assert_cmpfloat_with_epsilon(g->target_mib, g->actual_mib, 1e-9);
         g_assert_cmpfloat_with_epsilon(g->sample.available_mib, 1024, 1e-9);
+
+        /* A slow deflate: the workload waits for it, crawling at the deflate's pace. */
+        g_autoptr(SimScenario) slow =
+                load("[Model]\nAutodeflateMiBs=13\n[Guest a]\nCurrentMiB=290\nAutodeflate=true\n"
+                     "Schedule=idle:2,jump:500,hold:60\n");
+        g_autoptr(SimWorld) ws = sim_world_new(slow);
+        SimGuest *gs = sim_world_guest(ws, 0);
+        sim_world_advance_to(ws, SEC(10));
+        double held10 = gs->held_mib, actual10 = gs->actual_mib;
+        sim_world_advance_to(ws, SEC(20));
+        g_assert_cmpuint(gs->oom_kills, ==, 0);
+        g_assert_cmpfloat_with_epsilon(gs->actual_mib - actual10, 130, 1e-6);
+        g_assert_cmpfloat_with_epsilon(gs->held_mib - held10, 130 / 1.08, 1e-6);
+        g_assert_cmpfloat_with_epsilon(gs->free_mib, 47, 1e-6);
 
         /* Without it, the same guest is killed. */
         g_autoptr(SimScenario) sc2 = load("[Guest a]\nCurrentMiB=290\nSchedule=idle:2,jump:500,hold:20\n");
