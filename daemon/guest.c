@@ -21,6 +21,13 @@
 /* The peak rate decays by this share per second: a cyclic load is remembered for ~30 s. */
 #define PEAK_DECAY_PER_SEC 0.03
 
+/* libvirt's actual shows a balloon change ~1 s late, after a landing of up to 1.6 s. */
+#define LAG_SETTLE_USEC (3 * UINT64_C(1000000))
+
+/* Unused stands still for ~4 s after a balloon change on the guests here; an idle guest's may
+ * stand still for good. Past this it is believed. */
+#define FROZEN_MAX_SEC 6
+
 /* Failed set-target calls back off 1 s, 2 s, 4 s ... up to this. */
 #define RETRY_MAX_USEC (60 * UINT64_C(1000000))
 
@@ -101,13 +108,17 @@ McGuestLimits mc_guest_limits(uint64_t default_min_kib, const McGuest *g)
  * two samples is not taken for demand. libvirt's `actual` lags the guest's figures by ~1 s and
  * is only the fallback: a guest with autodeflate keeps MemTotal at its maximum.
  */
+static bool memtotal_follows_balloon(const McGuest *g, uint64_t band)
+{
+        return g->available_kib > 0 &&
+               (g->actual_kib + 2 * band >= g->max_kib || 2 * g->available_kib < g->actual_kib + g->max_kib);
+}
+
 static uint64_t used_kib(const McGuest *g, uint64_t band)
 {
-        uint64_t headroom = mc_guest_headroom_kib(g), size = g->actual_kib;
+        uint64_t headroom = mc_guest_headroom_kib(g);
+        uint64_t size = memtotal_follows_balloon(g, band) ? g->available_kib : g->actual_kib;
 
-        if (g->available_kib > 0 &&
-            (g->actual_kib + 2 * band >= g->max_kib || 2 * g->available_kib < g->actual_kib + g->max_kib))
-                size = g->available_kib;
         return size > headroom ? size - headroom : 0;
 }
 
@@ -133,7 +144,16 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
         if (!ctx->synthetic && g->last_update_seen == g->sample_stamp)
                 return; /* the same sample again */
         if (g->unused_kib == g->sample_unused_kib &&
-            diff_u64(g->actual_kib, g->sample_actual_kib) >= ctx->dead_band_kib) {
+            diff_u64(g->actual_kib, g->sample_actual_kib) >= ctx->dead_band_kib &&
+            g->last_update_seen - g->sample_stamp <= FROZEN_MAX_SEC) {
+                g->frozen = true;
+                return;
+        }
+        /* Where only libvirt's lagging actual tells the balloon's size (autodeflate), a sample
+         * soon after our own change mixes the old size with the new headroom: not believed. */
+        uint64_t last_change = g->last_grant_usec > g->last_claim_usec ? g->last_grant_usec : g->last_claim_usec;
+        if (!memtotal_follows_balloon(g, ctx->dead_band_kib) && last_change > 0 &&
+            ctx->now_mono_usec < last_change + LAG_SETTLE_USEC) {
                 g->frozen = true;
                 return;
         }

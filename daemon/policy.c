@@ -27,9 +27,9 @@
 /* Below this growth a guest is steady: an idle guest's MemFree wanders by ~1 MiB in 2 s. */
 #define RATE_STEADY_KIB_S 512.0
 /* A guest granted memory keeps the larger reserve (its peak rate over the reaction time) this
- * long, and nothing is claimed from it sooner than FLIP_GUARD after a grant: a cyclic load
- * is not answered with claims it must be granted back (ping-pong). 30 s of hold plus ~12
- * ticks of claims still return what a workload freed within 60 s. */
+ * long, shrinking to nothing over that time, and nothing is claimed from it sooner than
+ * FLIP_GUARD after a grant: a cyclic load is not answered with claims it must be granted back
+ * (ping-pong), and what a workload freed is still returned within 60 s. */
 #define GRANT_HOLD_USEC (30 * UINT64_C(1000000))
 #define FLIP_GUARD_USEC (10 * UINT64_C(1000000))
 
@@ -435,9 +435,15 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                         continue;
 
                 uint64_t keep = sum->crunch ? T : 2 * T;
-                if (!sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC))
-                        keep += rate_cover_kib(g->peak_rate_kib_s, horizon_usec(in));
-                uint64_t amount = claim_amount(s, g, &w[i], w[i].headroom_kib, keep);
+                if (!sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC)) {
+                        /* The hold's reserve shrinks to nothing over the hold. */
+                        double left = 1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
+                        keep += rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
+                }
+                /* Never more than the reading itself shows, less the claim in flight: the
+                 * claim fraction holds against the freshest figure too. */
+                uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));
+                uint64_t amount = claim_amount(s, g, &w[i], min_u64(w[i].headroom_kib, seen), keep);
                 if (amount < s->dead_band_kib)
                         continue;
                 w[i].to_kib = claim_base_kib(g) - amount;

@@ -311,6 +311,16 @@ static void test_rate(void)
         g_assert_cmpint(g.sample_stamp, ==, c.stamp);
         g_assert_cmpfloat(fabs(g.use_rate_kib_s - MIB(40)), <, 0.05 * MIB(40));
 
+        /* An idle guest whose unused stands still for good after a claim is believed after 6 s. */
+        actual -= MIB(30);
+        for (int i = 0; i < 6; i++) {
+                step(&g, &c, reading(actual, unused, 0));
+                g_assert_true(g.frozen);
+        }
+        step(&g, &c, reading(actual, unused, 0));
+        g_assert_false(g.frozen);
+        g_assert_cmpint(g.sample_stamp, ==, c.stamp);
+
         /* A balloon move with the guest's MemTotal following is no demand. */
         for (int i = 0; i < 6; i++)
                 step(&g, &c, reading(actual, unused, 0));

@@ -1558,20 +1558,21 @@ static void test_adaptive_hysteresis(void)
         g.peak_rate_kib_s = RATE_MIB_S(25);
         g.last_grant_usec = SEC_AGO(5);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
-        /* 15 s ago: claims, keeping 2T plus what its peak rate eats over the reaction time. */
+        /* 15 s ago: claims, keeping 2T plus what its peak rate eats over the reaction time,
+         * half of it halfway through the hold. */
         g.last_grant_usec = SEC_AGO(15);
         g.sample_headroom_kib = g.unused_kib = MIB(250);
-        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0); /* 250 < 200 + 100 */
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0); /* 250 = 200 + 50 */
         g.sample_headroom_kib = g.unused_kib = MIB(800);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
         g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(80));
-        g.sample_headroom_kib = g.unused_kib = MIB(320);
+        g.sample_headroom_kib = g.unused_kib = MIB(270);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
         g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(20));
         /* 40 s ago: the idle reserve, 2T. */
         g.last_grant_usec = SEC_AGO(40);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
-        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(32));
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(27));
 
         /* A consuming guest is not claimed from, however much it has. */
         g = adaptive_guest(MIB(2048), MIB(900), RATE_MIB_S(5));
