@@ -151,7 +151,8 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
         }
         /* Where only libvirt's lagging actual tells the balloon's size (autodeflate), a sample
          * soon after our own change mixes the old size with the new headroom: not believed. */
-        uint64_t last_change = g->last_grant_usec > g->last_claim_usec ? g->last_grant_usec : g->last_claim_usec;
+        uint64_t last_change =
+                g->last_grant_usec > g->last_claim_usec ? g->last_grant_usec : g->last_claim_usec;
         if (!memtotal_follows_balloon(g, ctx->dead_band_kib) && last_change > 0 &&
             ctx->now_mono_usec < last_change + LAG_SETTLE_USEC) {
                 g->frozen = true;

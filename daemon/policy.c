@@ -32,6 +32,9 @@
  * (ping-pong), and what a workload freed is still returned within 60 s. */
 #define GRANT_HOLD_USEC (30 * UINT64_C(1000000))
 #define FLIP_GUARD_USEC (10 * UINT64_C(1000000))
+/* How far ahead an over-commit is seen coming: long enough for a guest left to run short to
+ * give its memory back (its workload's end or kill, then ~10 ticks of claims). */
+#define TRIAGE_LOOKAHEAD_USEC (30 * UINT64_C(1000000))
 
 const McPolicySettings mc_policy_defaults = {
         .kind = MC_POLICY_ADAPTIVE,
@@ -149,6 +152,7 @@ typedef struct Work {
         bool skip;    /* not managed, or backing off after failed sets: no decision */
         McGuestLimits limits;
         /* adaptive */
+        uint64_t urgent_kib;   /* the part of need_kib that brings it back to T */
         uint64_t headroom_kib; /* predicted, now */
         double rate_kib_s;     /* growth of use, 0 when steady or falling */
 } Work;
@@ -359,19 +363,25 @@ static void adaptive_needs(const McPolicySettings *s, const McPolicyInput *in, c
                 if (h >= reserve)
                         continue;
                 uint64_t want = reserve - h;
-                if (h < T)
-                        want = max_u64(want, (uint64_t) ceil(s->grant_factor * (double) (T - h)));
+                uint64_t urgent = h < T ? (uint64_t) ceil(s->grant_factor * (double) (T - h)) : 0;
+                want = max_u64(want, urgent);
                 uint64_t to = min_u64(mc_guest_target_kib(g) + want, w[i].limits.cap_kib);
                 uint64_t need = sub_sat(to, w[i].to_kib);
 
                 w[i].touched = true;
-                if (need >= s->dead_band_kib)
+                if (need >= s->dead_band_kib) {
                         w[i].need_kib = need;
+                        w[i].urgent_kib = min_u64(urgent, need);
+                }
         }
 }
 
-/* The order in which a crunch serves needs: weight first, then the smaller need (so that as
- * many guests as possible get all they need), then the UUID (stable from tick to tick). */
+/*
+ * The order in which a crunch serves needs: weight first, then the UUID. The order must stay
+ * the same from tick to tick: then the guests last in it run short first, and what their
+ * workloads give up (or their kernel kills) reaches the others, instead of every consumer
+ * getting part of what it needs, in turn, and all of them running out together.
+ */
 typedef struct Order {
         const Work *w;
         const char *uuid;
@@ -384,8 +394,6 @@ static int compare_order(const void *a, const void *b)
 
         if (x->w->limits.weight != y->w->limits.weight)
                 return x->w->limits.weight > y->w->limits.weight ? -1 : 1;
-        if (x->w->need_kib != y->w->need_kib)
-                return x->w->need_kib < y->w->need_kib ? -1 : 1;
         return strcmp(x->uuid, y->uuid);
 }
 
@@ -415,6 +423,55 @@ static int serve_in_order(const McGuest *const *guests, size_t n, Work *w, uint6
         return 0;
 }
 
+/*
+ * Over-commit seen coming: what the consumers will eat over the next TRIAGE_LOOKAHEAD exceeds
+ * what the host can give. Serving every need in full until the memory is gone leaves every
+ * consumer at T when it is, and they all run out together. Instead, in the crunch order, a
+ * guest whose need and next TRIAGE_LOOKAHEAD of demand still fit gets its whole need (its
+ * reserve above T is its buffer for when the memory is gone); the others only what brings
+ * them back to T. Those run short first, and what they give up then reaches the ones ahead.
+ */
+static int triage(const McGuest *const *guests, size_t n, Work *w, uint64_t avail, uint64_t *given)
+{
+        Order *order = calloc(n > 0 ? n : 1, sizeof(Order));
+        size_t k = 0;
+        double left = (double) avail;
+
+        if (!order)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (w[i].need_kib > 0 || w[i].rate_kib_s > 0)
+                        order[k++] = (Order){ .w = &w[i], .uuid = guests[i]->uuid, .i = i };
+        qsort(order, k, sizeof(Order), compare_order);
+        *given = 0;
+        for (size_t j = 0; j < k; j++) {
+                Work *x = &w[order[j].i];
+                double demand = (double) x->need_kib + x->rate_kib_s * (double) TRIAGE_LOOKAHEAD_USEC / 1e6;
+                uint64_t amount = demand <= left ? x->need_kib : x->urgent_kib;
+
+                amount = min_u64(amount, avail);
+                left -= demand <= left ? demand : (double) amount;
+                if (amount > 0) {
+                        x->to_kib += amount;
+                        x->reason = MC_REASON_GRANT;
+                        avail -= amount;
+                        *given += amount;
+                }
+                x->need_kib -= min_u64(amount, x->need_kib);
+        }
+        free(order);
+        return 0;
+}
+
+static bool over_commit_coming(const Work *w, size_t n, uint64_t avail)
+{
+        double demand = 0;
+
+        for (size_t i = 0; i < n; i++)
+                demand += (double) w[i].need_kib + w[i].rate_kib_s * (double) TRIAGE_LOOKAHEAD_USEC / 1e6;
+        return demand > (double) avail;
+}
+
 static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
                             size_t n, Work *w, McPolicySummary *sum)
 {
@@ -437,7 +494,8 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 uint64_t keep = sum->crunch ? T : 2 * T;
                 if (!sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC)) {
                         /* The hold's reserve shrinks to nothing over the hold. */
-                        double left = 1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
+                        double left =
+                                1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
                         keep += rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
                 }
                 /* Never more than the reading itself shows, less the claim in flight: the
@@ -533,7 +591,12 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                 }
 
         sum.crunch = sum.need_total_kib > avail || deficit;
-        if (!sum.crunch) {
+        if (!sum.crunch && adaptive && over_commit_coming(w, n_guests, avail)) {
+                if (triage(guests, n_guests, w, avail, &sum.granted_kib) < 0) {
+                        free(w);
+                        return -ENOMEM;
+                }
+        } else if (!sum.crunch) {
                 for (size_t i = 0; i < n_guests; i++)
                         if (w[i].need_kib > 0) {
                                 w[i].to_kib += w[i].need_kib;

@@ -15,8 +15,8 @@
 
 #include "policy.h"
 
-#define MIB(x) ((uint64_t) (x) * UINT64_C(1024))
-#define GIB(x) MIB((uint64_t) (x) * UINT64_C(1024))
+#define MIB(x) ((uint64_t) (x) *UINT64_C(1024))
+#define GIB(x) MIB((uint64_t) (x) *UINT64_C(1024))
 
 #define T_KIB MIB(100)
 #define H_KIB MIB(200)
@@ -168,8 +168,11 @@ static void test_defaults(void)
 
 static void test_names(void)
 {
-        static const char *const reasons[] = { "none", "claim", "grant", "crunch-claim", "crunch-grant", "clamp" };
-        static const char *const statuses[] = { "managed", "no-balloon", "stale", "excluded", "busy", "stuck" };
+        static const char *const reasons[] = { "none",         "claim",        "grant",
+                                               "crunch-claim", "crunch-grant", "clamp" };
+        static const char *const statuses[] = {
+                "managed", "no-balloon", "stale", "excluded", "busy", "stuck"
+        };
 
         G_STATIC_ASSERT(G_N_ELEMENTS(reasons) == _MC_REASON_MAX);
         G_STATIC_ASSERT(G_N_ELEMENTS(statuses) == _MC_GUEST_STATUS_MAX);
@@ -190,15 +193,17 @@ static void test_floor_and_cap(void)
         } table[] = {
                 { GIB(4), 0, 0, GIB(4), MIB(256) },
                 { GIB(4), GIB(2), 0, GIB(2), MIB(256) },
-                { GIB(4), GIB(8), 0, GIB(4), MIB(256) },       /* a limit above max is no limit */
+                { GIB(4), GIB(8), 0, GIB(4), MIB(256) }, /* a limit above max is no limit */
                 { GIB(4), 0, MIB(512), GIB(4), MIB(512) },
                 { GIB(4), MIB(384), MIB(512), MIB(384), MIB(384) }, /* floor never above cap */
                 { MIB(200), 0, 0, MIB(200), MIB(200) },
-                { GIB(4), 0, MIB(100), GIB(4), MIB(100) },      /* a min below the default */
+                { GIB(4), 0, MIB(100), GIB(4), MIB(100) }, /* a min below the default */
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
-                McGuest g = { .max_kib = table[i].max, .limit_max_kib = table[i].limit_max, .min_kib = table[i].min };
+                McGuest g = { .max_kib = table[i].max,
+                              .limit_max_kib = table[i].limit_max,
+                              .min_kib = table[i].min };
 
                 g_assert_cmpuint(mc_guest_cap_kib(&g), ==, table[i].cap);
                 g_assert_cmpuint(mc_guest_floor_kib(&seed_defaults, &g), ==, table[i].floor);
@@ -258,17 +263,17 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(210) } },
           .e = { { MIB(2038), MC_REASON_CLAIM } }, 0, MIB(10), UINT64_MAX, false },
         { "claim: unused exactly 2T gives nothing", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(200) } },
-          .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
+          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(200) } }, .e = { { 0, 0 } }, 0, 0, UINT64_MAX,
+          false },
         { "claim: unused between T and 2T gives nothing", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(150) } },
-          .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
+          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(150) } }, .e = { { 0, 0 } }, 0, 0, UINT64_MAX,
+          false },
         { "claim: unused at T gives nothing", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(100), FALLING(MIB(120)) } },
-          .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
+          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(100), FALLING(MIB(120)) } }, .e = { { 0, 0 } },
+          0, 0, UINT64_MAX, false },
         { "claim: 2T + 1023K is inside the dead band", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(200) + 1023 } },
-          .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
+          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(200) + 1023 } }, .e = { { 0, 0 } }, 0, 0,
+          UINT64_MAX, false },
         { "claim: 2T + 1M is exactly the dead band", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(201) } },
           .e = { { MIB(2047), MC_REASON_CLAIM } }, 0, MIB(1), UINT64_MAX, false },
@@ -279,8 +284,7 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(300), .unused_kib = MIB(290) } },
           .e = { { MIB(271), MC_REASON_CLAIM } }, 0, MIB(29), UINT64_MAX, false },
         { "claim: c = 0.2, 300M actual, 290M unused: limited to 44M by the 256M floor", PLENTY,
-          .claim_fraction = 0.2, .n = 1,
-          .g = { { .actual_kib = MIB(300), .unused_kib = MIB(290) } },
+          .claim_fraction = 0.2, .n = 1, .g = { { .actual_kib = MIB(300), .unused_kib = MIB(290) } },
           .e = { { MIB(256), MC_REASON_CLAIM } }, 0, MIB(44), UINT64_MAX, false },
         { "claim: 280M actual, 270M unused: limited to 24M by the floor", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(280), .unused_kib = MIB(270) } },
@@ -289,8 +293,8 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(300), .unused_kib = MIB(290), .min_kib = MIB(290) } },
           .e = { { MIB(290), MC_REASON_CLAIM } }, 0, MIB(10), UINT64_MAX, false },
         { "claim: at the floor nothing is claimed", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(256), .unused_kib = MIB(250) } },
-          .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
+          .g = { { .actual_kib = MIB(256), .unused_kib = MIB(250) } }, .e = { { 0, 0 } }, 0, 0, UINT64_MAX,
+          false },
         { "claim: c = 1 takes everything above 2T at once", PLENTY, .claim_fraction = 1.0, .n = 1,
           .g = { { .actual_kib = MIB(4096), .unused_kib = MIB(3000) } },
           .e = { { MIB(4096 - 2800), MC_REASON_CLAIM } }, 0, MIB(2800), UINT64_MAX, false },
@@ -298,8 +302,8 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(800) },
                  { .actual_kib = MIB(1024), .unused_kib = MIB(150) },
                  { .actual_kib = MIB(4096), .unused_kib = MIB(1000) } },
-          .e = { { MIB(1968), MC_REASON_CLAIM }, { 0, 0 }, { MIB(3996), MC_REASON_CLAIM } },
-          0, MIB(180), UINT64_MAX, false },
+          .e = { { MIB(1968), MC_REASON_CLAIM }, { 0, 0 }, { MIB(3996), MC_REASON_CLAIM } }, 0, MIB(180),
+          UINT64_MAX, false },
         { "claim: without a dead band even 1 KiB is claimed", PLENTY, .no_dead_band = true, .n = 1,
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(200) + 1 } },
           .e = { { MIB(2048) - 1, MC_REASON_CLAIM } }, 0, 1, UINT64_MAX, false },
@@ -312,23 +316,41 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) } },
           .e = { { MIB(1224), MC_REASON_GRANT } }, MIB(200), 0, UINT64_MAX, false },
         { "need: capped at the hypervisor max", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), .max_kib = MIB(1100), FALLING(MIB(80)) } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(50),
+                   .max_kib = MIB(1100),
+                   FALLING(MIB(80)) } },
           .e = { { MIB(1100), MC_REASON_GRANT } }, MIB(76), 0, UINT64_MAX, false },
         { "need: capped at the admin's max when lower", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), .max_kib = MIB(1100), .limit_max_kib = MIB(1074),
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(50),
+                   .max_kib = MIB(1100),
+                   .limit_max_kib = MIB(1074),
                    FALLING(MIB(80)) } },
           .e = { { MIB(1074), MC_REASON_GRANT } }, MIB(50), 0, UINT64_MAX, false },
         { "need: at max, no need", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(10), .max_kib = MIB(1024), FALLING(MIB(80)) } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(10),
+                   .max_kib = MIB(1024),
+                   FALLING(MIB(80)) } },
           .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
         { "need: at the admin's max, no need", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(10), .limit_max_kib = MIB(1024), FALLING(MIB(80)) } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(10),
+                   .limit_max_kib = MIB(1024),
+                   FALLING(MIB(80)) } },
           .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
         { "need: not falling, grant in flight: wait for it", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), STEADY(MIB(50)), .last_target_kib = MIB(1124) } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(50),
+                   STEADY(MIB(50)),
+                   .last_target_kib = MIB(1124) } },
           .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
         { "need: rising, grant in flight: wait for it", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1060), .unused_kib = MIB(70), FALLING(MIB(40)), .last_target_kib = MIB(1124) } },
+          .g = { { .actual_kib = MIB(1060),
+                   .unused_kib = MIB(70),
+                   FALLING(MIB(40)),
+                   .last_target_kib = MIB(1124) } },
           .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
         { "need: steady below T, nothing in flight: granted all the same", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), STEADY(MIB(50)) } },
@@ -340,13 +362,22 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50) } },
           .e = { { MIB(1124), MC_REASON_GRANT } }, MIB(100), 0, UINT64_MAX, false },
         { "need: falling with a grant in flight asks for the rest", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(70)), .last_target_kib = MIB(1074) } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(50),
+                   FALLING(MIB(70)),
+                   .last_target_kib = MIB(1074) } },
           .e = { { MIB(1124), MC_REASON_GRANT } }, MIB(50), 0, PLENTY - H_KIB - MIB(50), false },
         { "need: falling, in-flight grant already covers it", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(70)), .last_target_kib = MIB(1124) } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(50),
+                   FALLING(MIB(70)),
+                   .last_target_kib = MIB(1124) } },
           .e = { { 0, 0 } }, 0, 0, UINT64_MAX, false },
         { "need: a claim in flight does not count as a grant", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), STEADY(MIB(50)), .last_target_kib = MIB(1000) } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(50),
+                   STEADY(MIB(50)),
+                   .last_target_kib = MIB(1000) } },
           .e = { { MIB(1124), MC_REASON_GRANT } }, MIB(100), 0, PLENTY - H_KIB, false },
         { "need: T - 400K needs 800K, inside the dead band", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(100) - 400, FALLING(MIB(120)) } },
@@ -358,23 +389,27 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(1024), .unused_kib = 33333, FALLING(MIB(40)) } },
           .e = { { MIB(1024) + 103601, MC_REASON_GRANT } }, 103601, 0, UINT64_MAX, false },
         { "need: moved externally still gets a grant", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)), .moved_externally = true } },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(50),
+                   FALLING(MIB(80)),
+                   .moved_externally = true } },
           .e = { { MIB(1124), MC_REASON_GRANT } }, MIB(100), 0, UINT64_MAX, false },
         { "need: two needy guests, host covers both", H_KIB + MIB(300), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) },
                  { .actual_kib = MIB(2048), .unused_kib = MIB(20), FALLING(MIB(80)) } },
-          .e = { { MIB(1124), MC_REASON_GRANT }, { MIB(2208), MC_REASON_GRANT } }, MIB(260), 0, MIB(300), false },
+          .e = { { MIB(1124), MC_REASON_GRANT }, { MIB(2208), MC_REASON_GRANT } }, MIB(260), 0, MIB(300),
+          false },
 
         /* --- The host floor H and the budget. --- */
         { "host: exactly H free grants nothing", H_KIB, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } },
-          .e = { { 0, 0 } }, 0, 0, 0, true },
+          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } }, .e = { { 0, 0 } },
+          0, 0, 0, true },
         { "host: below H grants nothing", H_KIB - 1, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } },
-          .e = { { 0, 0 } }, 0, 0, 0, true },
+          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } }, .e = { { 0, 0 } },
+          0, 0, 0, true },
         { "host: no free memory at all", 0, .n = 1,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } },
-          .e = { { 0, 0 } }, 0, 0, 0, true },
+          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } }, .e = { { 0, 0 } },
+          0, 0, 0, true },
         { "host: H + 100M covers a 100M need exactly", H_KIB + MIB(100), .n = 1,
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } },
           .e = { { MIB(1124), MC_REASON_GRANT } }, MIB(100), 0, MIB(100), false },
@@ -382,15 +417,25 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } },
           .e = { { MIB(1084), MC_REASON_CRUNCH_GRANT } }, MIB(60), 0, MIB(60), true },
         { "host: grants in flight are spent already", H_KIB + MIB(150), .n = 2,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(80), STEADY(MIB(80)), .last_target_kib = MIB(1124) },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(80),
+                   STEADY(MIB(80)),
+                   .last_target_kib = MIB(1124) },
                  { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } },
           .e = { { 0, 0 }, { MIB(1074), MC_REASON_CRUNCH_GRANT } }, MIB(50), 0, MIB(50), true },
         { "host: in-flight grants beyond what is free: nothing", H_KIB + MIB(50), .n = 2,
-          .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(80), STEADY(MIB(80)), .last_target_kib = MIB(1124) },
+          .g = { { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(80),
+                   STEADY(MIB(80)),
+                   .last_target_kib = MIB(1124) },
                  { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) } },
           .e = { { 0, 0 }, { 0, 0 } }, 0, 0, 0, true },
-        { "budget: what is left under the budget, counting grants in flight", PLENTY, .host_budget = GIB(4), .n = 2,
-          .g = { { .actual_kib = MIB(2000), .unused_kib = MIB(80), STEADY(MIB(80)), .last_target_kib = MIB(2100) },
+        { "budget: what is left under the budget, counting grants in flight", PLENTY, .host_budget = GIB(4),
+          .n = 2,
+          .g = { { .actual_kib = MIB(2000),
+                   .unused_kib = MIB(80),
+                   STEADY(MIB(80)),
+                   .last_target_kib = MIB(2100) },
                  { .actual_kib = MIB(1900), .unused_kib = MIB(50), FALLING(MIB(80)) } },
           .e = { { 0, 0 }, { MIB(1996), MC_REASON_CRUNCH_GRANT } }, MIB(96), 0, MIB(96), true },
         { "budget: host free is the tighter bound", H_KIB + MIB(30), .host_budget = GIB(4), .n = 1,
@@ -408,8 +453,8 @@ static const Case cases[] = {
         { "crunch: claims from everyone above T, 150M unused gives 15M", H_KIB + MIB(100), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) },
                  { .actual_kib = MIB(2048), .unused_kib = MIB(150) } },
-          .e = { { MIB(1124), MC_REASON_CRUNCH_GRANT }, { MIB(2033), MC_REASON_CRUNCH_CLAIM } },
-          MIB(100), MIB(15), MIB(100), true },
+          .e = { { MIB(1124), MC_REASON_CRUNCH_GRANT }, { MIB(2033), MC_REASON_CRUNCH_CLAIM } }, MIB(100),
+          MIB(15), MIB(100), true },
         { "crunch: never leaves a guest below T (105M unused gives 5M)", H_KIB, .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) },
                  { .actual_kib = MIB(2048), .unused_kib = MIB(105) } },
@@ -429,18 +474,18 @@ static const Case cases[] = {
         { "crunch: host below H with nobody needy still claims", H_KIB - MIB(10), .n = 2,
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(800) },
                  { .actual_kib = MIB(1024), .unused_kib = MIB(150) } },
-          .e = { { MIB(1968), MC_REASON_CRUNCH_CLAIM }, { MIB(1009), MC_REASON_CRUNCH_CLAIM } },
-          0, MIB(95), 0, true },
+          .e = { { MIB(1968), MC_REASON_CRUNCH_CLAIM }, { MIB(1009), MC_REASON_CRUNCH_CLAIM } }, 0, MIB(95),
+          0, true },
         { "crunch: equal weights, equal shares", H_KIB + MIB(300), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) },
                  { .actual_kib = MIB(2048), .unused_kib = 0, FALLING(MIB(30)) } },
-          .e = { { MIB(1174), MC_REASON_CRUNCH_GRANT }, { MIB(2198), MC_REASON_CRUNCH_GRANT } },
-          MIB(300), 0, MIB(300), true },
+          .e = { { MIB(1174), MC_REASON_CRUNCH_GRANT }, { MIB(2198), MC_REASON_CRUNCH_GRANT } }, MIB(300), 0,
+          MIB(300), true },
         { "crunch: equal weights 100/100 are equal too", H_KIB + MIB(300), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 100, FALLING(MIB(30)) },
                  { .actual_kib = MIB(2048), .unused_kib = 0, .weight = 100, FALLING(MIB(30)) } },
-          .e = { { MIB(1174), MC_REASON_CRUNCH_GRANT }, { MIB(2198), MC_REASON_CRUNCH_GRANT } },
-          MIB(300), 0, MIB(300), true },
+          .e = { { MIB(1174), MC_REASON_CRUNCH_GRANT }, { MIB(2198), MC_REASON_CRUNCH_GRANT } }, MIB(300), 0,
+          MIB(300), true },
         { "crunch: three equal shares, rounded down", H_KIB + MIB(100), .n = 3,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) },
                  { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) },
@@ -479,28 +524,29 @@ static const Case cases[] = {
         { "crunch: weights 100 and 300 share 1:3", H_KIB + MIB(200), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 100, FALLING(MIB(30)) },
                  { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 300, FALLING(MIB(30)) } },
-          .e = { { MIB(1074), MC_REASON_CRUNCH_GRANT }, { MIB(1174), MC_REASON_CRUNCH_GRANT } },
-          MIB(200), 0, MIB(200), true },
+          .e = { { MIB(1074), MC_REASON_CRUNCH_GRANT }, { MIB(1174), MC_REASON_CRUNCH_GRANT } }, MIB(200), 0,
+          MIB(200), true },
         { "crunch: weight 0 counts as the default, 100", H_KIB + MIB(100), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 0, FALLING(MIB(30)) },
                  { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 300, FALLING(MIB(30)) } },
-          .e = { { MIB(1049), MC_REASON_CRUNCH_GRANT }, { MIB(1099), MC_REASON_CRUNCH_GRANT } },
-          MIB(100), 0, MIB(100), true },
-        { "crunch: the heavy guest needs less than its share, the light one gets the rest", H_KIB + MIB(200), .n = 2,
+          .e = { { MIB(1049), MC_REASON_CRUNCH_GRANT }, { MIB(1099), MC_REASON_CRUNCH_GRANT } }, MIB(100), 0,
+          MIB(100), true },
+        { "crunch: the heavy guest needs less than its share, the light one gets the rest", H_KIB + MIB(200),
+          .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(70), .weight = 300, FALLING(MIB(90)) },
                  { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 100, FALLING(MIB(30)) } },
-          .e = { { MIB(1084), MC_REASON_CRUNCH_GRANT }, { MIB(1164), MC_REASON_CRUNCH_GRANT } },
-          MIB(200), 0, MIB(200), true },
+          .e = { { MIB(1084), MC_REASON_CRUNCH_GRANT }, { MIB(1164), MC_REASON_CRUNCH_GRANT } }, MIB(200), 0,
+          MIB(200), true },
         { "crunch: shares are capped at max, the rest goes to the other", H_KIB + MIB(200), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, .limit_max_kib = MIB(1064), FALLING(MIB(30)) },
                  { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) } },
-          .e = { { MIB(1064), MC_REASON_CRUNCH_GRANT }, { MIB(1184), MC_REASON_CRUNCH_GRANT } },
-          MIB(200), 0, MIB(200), true },
+          .e = { { MIB(1064), MC_REASON_CRUNCH_GRANT }, { MIB(1184), MC_REASON_CRUNCH_GRANT } }, MIB(200), 0,
+          MIB(200), true },
         { "need: two needs capped at max, host covers both", H_KIB + MIB(300), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, .limit_max_kib = MIB(1064), FALLING(MIB(30)) },
                  { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) } },
-          .e = { { MIB(1064), MC_REASON_GRANT }, { MIB(1224), MC_REASON_GRANT } },
-          MIB(240), 0, MIB(300), false },
+          .e = { { MIB(1064), MC_REASON_GRANT }, { MIB(1224), MC_REASON_GRANT } }, MIB(240), 0, MIB(300),
+          false },
         { "crunch: a share below the dead band is not made", H_KIB + MIB(1), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) },
                  { .actual_kib = MIB(1024), .unused_kib = 0, FALLING(MIB(30)) } },
@@ -515,7 +561,10 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(800), .limit_max_kib = MIB(1536) } },
           .e = { { MIB(1536), MC_REASON_CLAMP } }, 0, 0, UINT64_MAX, false },
         { "clamp: above the cap even when needy", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(20), .limit_max_kib = MIB(1536), FALLING(MIB(80)) } },
+          .g = { { .actual_kib = MIB(2048),
+                   .unused_kib = MIB(20),
+                   .limit_max_kib = MIB(1536),
+                   FALLING(MIB(80)) } },
           .e = { { MIB(1536), MC_REASON_CLAMP } }, 0, 0, UINT64_MAX, false },
         { "clamp: above the hypervisor max comes down to it", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(1100), .unused_kib = MIB(150), .max_kib = MIB(1024) } },
@@ -533,10 +582,12 @@ static const Case cases[] = {
           .g = { { .actual_kib = MIB(200), .unused_kib = MIB(150) } },
           .e = { { MIB(220), MC_REASON_CLAMP } }, 0, 0, MIB(20), false },
         { "clamp: host at H: not raised", H_KIB, .n = 1,
-          .g = { { .actual_kib = MIB(200), .unused_kib = MIB(150) } },
-          .e = { { 0, 0 } }, 0, 0, 0, false },
+          .g = { { .actual_kib = MIB(200), .unused_kib = MIB(150) } }, .e = { { 0, 0 } }, 0, 0, 0, false },
         { "clamp: a floor above the cap is the cap", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(300), .unused_kib = MIB(250), .min_kib = MIB(512), .limit_max_kib = MIB(384) } },
+          .g = { { .actual_kib = MIB(300),
+                   .unused_kib = MIB(250),
+                   .min_kib = MIB(512),
+                   .limit_max_kib = MIB(384) } },
           .e = { { MIB(384), MC_REASON_CLAMP } }, 0, 0, UINT64_MAX, false },
         { "clamp: already on its way up to the floor: not re-issued", PLENTY, .n = 1,
           .g = { { .actual_kib = MIB(200), .unused_kib = MIB(150), .last_target_kib = MIB(256) } },
@@ -551,12 +602,18 @@ static const Case cases[] = {
         /* --- Guests the policy must not move, though their memory counts. --- */
         { "status: excluded, stale and no-balloon guests get nothing", PLENTY, .n = 4,
           .g = { { .status = MC_GUEST_EXCLUDED, .actual_kib = MIB(2048), .unused_kib = MIB(800) },
-                 { .status = MC_GUEST_STALE, .actual_kib = MIB(1024), .unused_kib = MIB(10), FALLING(MIB(80)) },
-                 { .status = MC_GUEST_NO_BALLOON, .actual_kib = MIB(2048), .unused_kib = 0,
+                 { .status = MC_GUEST_STALE,
+                   .actual_kib = MIB(1024),
+                   .unused_kib = MIB(10),
+                   FALLING(MIB(80)) },
+                 { .status = MC_GUEST_NO_BALLOON,
+                   .actual_kib = MIB(2048),
+                   .unused_kib = 0,
                    .limit_max_kib = MIB(1024) },
                  { .status = MC_GUEST_EXCLUDED, .actual_kib = MIB(100), .unused_kib = MIB(10) } },
           .e = { { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 } }, 0, 0, PLENTY - H_KIB, false },
-        { "status: an excluded guest's actual counts toward the budget", PLENTY, .host_budget = GIB(4), .n = 2,
+        { "status: an excluded guest's actual counts toward the budget", PLENTY, .host_budget = GIB(4),
+          .n = 2,
           .g = { { .status = MC_GUEST_EXCLUDED, .actual_kib = MIB(3000), .unused_kib = MIB(2000) },
                  { .actual_kib = MIB(1000), .unused_kib = MIB(50), FALLING(MIB(80)) } },
           .e = { { 0, 0 }, { MIB(1096), MC_REASON_CRUNCH_GRANT } }, MIB(96), 0, MIB(96), true },
@@ -576,7 +633,9 @@ static const Case cases[] = {
                  { .actual_kib = MIB(2048), .unused_kib = MIB(800) } },
           .e = { { 0, 0 }, { MIB(1968), MC_REASON_CLAIM } }, 0, MIB(80), UINT64_MAX, false },
         { "moved externally above the cap: still clamped", PLENTY, .n = 1,
-          .g = { { .actual_kib = MIB(2048), .unused_kib = MIB(800), .limit_max_kib = MIB(1024),
+          .g = { { .actual_kib = MIB(2048),
+                   .unused_kib = MIB(800),
+                   .limit_max_kib = MIB(1024),
                    .moved_externally = true } },
           .e = { { MIB(1024), MC_REASON_CLAMP } }, 0, 0, UINT64_MAX, false },
 
@@ -594,7 +653,9 @@ static const Case cases[] = {
         { "crunch: a guest above T whose unused falls is not claimed from", H_KIB, .n = 3,
           .g = { { .actual_kib = MIB(1024), .unused_kib = MIB(50), FALLING(MIB(80)) },
                  { .actual_kib = MIB(1024), .unused_kib = MIB(150), FALLING(MIB(160)) },
-                 { .actual_kib = MIB(1024), .unused_kib = MIB(150), .has_prev = true,
+                 { .actual_kib = MIB(1024),
+                   .unused_kib = MIB(150),
+                   .has_prev = true,
                    .prev_unused_kib = MIB(150) } },
           .e = { { 0, 0 }, { 0, 0 }, { MIB(1009), MC_REASON_CRUNCH_CLAIM } }, 0, MIB(15), 0, true },
         { "grant in flight: no claim from that guest", PLENTY, .n = 1,
@@ -645,8 +706,8 @@ static void test_case(gconstpointer data)
                                d[i].to_kib, mc_reason_to_string(d[i].reason));
         g_test_message("available %" PRIu64 ", need %" PRIu64 ", granted %" PRIu64 ", claimed %" PRIu64
                        ", needy %u, crunch %d",
-                       sum.host_available_kib, sum.need_total_kib, sum.granted_kib, sum.claimed_kib, sum.n_needy,
-                       sum.crunch);
+                       sum.host_available_kib, sum.need_total_kib, sum.granted_kib, sum.claimed_kib,
+                       sum.n_needy, sum.crunch);
 
         for (size_t i = 0; i < c->n; i++) {
                 const McDecision *x = find_decision(d, n, i);
@@ -718,8 +779,15 @@ static void test_summary(void)
 static void test_inputs_untouched(void)
 {
         McGuest g[2] = {
-                { .name = (char *) "a", .actual_kib = MIB(2048), .unused_kib = MIB(800), .max_kib = DEFAULT_MAX },
-                { .name = (char *) "b", .actual_kib = MIB(1024), .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) },
+                { .name = (char *) "a",
+                  .actual_kib = MIB(2048),
+                  .unused_kib = MIB(800),
+                  .max_kib = DEFAULT_MAX },
+                { .name = (char *) "b",
+                  .actual_kib = MIB(1024),
+                  .unused_kib = 0,
+                  .max_kib = DEFAULT_MAX,
+                  FALLING(MIB(30)) },
         };
         McGuest copy[2];
         McPolicySettings s = seed_defaults, s_copy;
@@ -737,7 +805,11 @@ static void test_order_independent(void)
 {
         McGuest g[4] = {
                 { .actual_kib = MIB(1024), .unused_kib = MIB(80), .max_kib = DEFAULT_MAX, FALLING(MIB(90)) },
-                { .actual_kib = MIB(1024), .unused_kib = 0, .max_kib = DEFAULT_MAX, .weight = 200, FALLING(MIB(30)) },
+                { .actual_kib = MIB(1024),
+                  .unused_kib = 0,
+                  .max_kib = DEFAULT_MAX,
+                  .weight = 200,
+                  FALLING(MIB(30)) },
                 { .actual_kib = MIB(1024), .unused_kib = MIB(10), .max_kib = DEFAULT_MAX, FALLING(MIB(30)) },
                 { .actual_kib = MIB(4096), .unused_kib = MIB(900), .max_kib = DEFAULT_MAX },
         };
@@ -773,7 +845,9 @@ static void test_near_bound_not_stuck(void)
         ssize_t n;
 
         /* 256M - 512K actual, nothing unused and falling: needs 200M. */
-        McGuest starving = { .actual_kib = MIB(256) - 512, .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) };
+        McGuest starving = {
+                .actual_kib = MIB(256) - 512, .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30))
+        };
         n = run_checked(&seed_defaults, PLENTY, &starving, 1, d, NULL);
         g_test_message("starving just under the floor: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
@@ -783,8 +857,11 @@ static void test_near_bound_not_stuck(void)
         }
 
         /* The same with the admin's own min: 1G - 512K actual. */
-        McGuest starving_min = { .actual_kib = GIB(1) - 512, .unused_kib = MIB(10), .max_kib = DEFAULT_MAX,
-                                 .min_kib = GIB(1), FALLING(MIB(60)) };
+        McGuest starving_min = { .actual_kib = GIB(1) - 512,
+                                 .unused_kib = MIB(10),
+                                 .max_kib = DEFAULT_MAX,
+                                 .min_kib = GIB(1),
+                                 FALLING(MIB(60)) };
         n = run_checked(&seed_defaults, PLENTY, &starving_min, 1, d, NULL);
         g_test_message("starving just under its min: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
@@ -792,7 +869,9 @@ static void test_near_bound_not_stuck(void)
                 g_assert_cmpuint(d[0].to_kib, >=, GIB(1));
 
         /* 1536M + 512K actual over a 1536M cap, 800M unused: gives 80M. */
-        McGuest idle = { .actual_kib = MIB(1536) + 512, .unused_kib = MIB(800), .max_kib = DEFAULT_MAX,
+        McGuest idle = { .actual_kib = MIB(1536) + 512,
+                         .unused_kib = MIB(800),
+                         .max_kib = DEFAULT_MAX,
                          .limit_max_kib = MIB(1536) };
         n = run_checked(&seed_defaults, PLENTY, &idle, 1, d, NULL);
         g_test_message("idle just over the cap: %zd decisions", n);
@@ -825,10 +904,14 @@ static void test_water_filling_reference(void)
                 for (size_t i = 0; i < n; i++) {
                         /* need = 2 x (T - unused): pick unused in [0, T). */
                         uint64_t unused = (uint64_t) g_rand_int_range(rand, 0, (gint32) T_KIB);
-                        unsigned weight = g_rand_boolean(rand) ? (unsigned) g_rand_int_range(rand, 0, 1000) : 100;
+                        unsigned weight =
+                                g_rand_boolean(rand) ? (unsigned) g_rand_int_range(rand, 0, 1000) : 100;
 
-                        g[i] = (McGuest){ .actual_kib = GIB(1), .unused_kib = unused, .max_kib = DEFAULT_MAX,
-                                          .weight = weight, FALLING(T_KIB) };
+                        g[i] = (McGuest){ .actual_kib = GIB(1),
+                                          .unused_kib = unused,
+                                          .max_kib = DEFAULT_MAX,
+                                          .weight = weight,
+                                          FALLING(T_KIB) };
                         need[i] = 2 * (T_KIB - unused);
                         w[i] = weight > 0 ? weight : 1;
                         total_need += need[i];
@@ -873,8 +956,9 @@ static void test_water_filling_reference(void)
                         if (x)
                                 g_assert_cmpint(x->reason, ==, MC_REASON_CRUNCH_GRANT);
                         if (fabs((double) got - expect) > 1.0)
-                                g_test_message("round %u guest %zu: need %" PRIu64 " weight %g avail %" PRIu64
-                                               ": got %" PRIu64 ", water-filling gives %.1f",
+                                g_test_message("round %u guest %zu: need %" PRIu64
+                                               " weight %g avail %" PRIu64 ": got %" PRIu64
+                                               ", water-filling gives %.1f",
                                                round, i, need[i], w[i], avail, got, expect);
                         g_assert_cmpfloat(fabs((double) got - expect), <=, 1.0);
                         given += got;
@@ -894,11 +978,11 @@ typedef struct Sim {
         uint64_t host_free;
         size_t n;
         McGuest g[SIM_MAX];
-        uint64_t eat[SIM_MAX];   /* what the guest's workload takes per tick */
-        bool greedy[SIM_MAX];    /* eats what is left rather than fail when short */
-        uint64_t lag_step;       /* 0: decisions land at once; else the balloon moves this much per tick */
+        uint64_t eat[SIM_MAX]; /* what the guest's workload takes per tick */
+        bool greedy[SIM_MAX];  /* eats what is left rather than fail when short */
+        uint64_t lag_step;     /* 0: decisions land at once; else the balloon moves this much per tick */
         unsigned tick;
-        unsigned decisions;      /* all decisions so far */
+        unsigned decisions; /* all decisions so far */
         unsigned grants_to[SIM_MAX];
 } Sim;
 
@@ -912,7 +996,9 @@ static size_t sim_add(Sim *sim, uint64_t actual, uint64_t unused, uint64_t max, 
         size_t i = sim->n++;
 
         g_assert_cmpuint(sim->n, <=, SIM_MAX);
-        sim->g[i] = (McGuest){ .name = (char *) "guest", .actual_kib = actual, .unused_kib = unused, .max_kib = max };
+        sim->g[i] = (McGuest){
+                .name = (char *) "guest", .actual_kib = actual, .unused_kib = unused, .max_kib = max
+        };
         sim->eat[i] = eat;
         return i;
 }
@@ -997,10 +1083,10 @@ static ssize_t sim_step(Sim *sim)
                 McGuest *g = &sim->g[i];
 
                 if (g_test_verbose())
-                        g_test_message("tick %u: guest %zu (actual %" PRIu64 ", unused %" PRIu64 ", target %" PRIu64
-                                       ") -> %" PRIu64 " (%s), host free %" PRIu64,
-                                       sim->tick, i, g->actual_kib, g->unused_kib, g->last_target_kib, d[k].to_kib,
-                                       mc_reason_to_string(d[k].reason), host_free_before);
+                        g_test_message("tick %u: guest %zu (actual %" PRIu64 ", unused %" PRIu64
+                                       ", target %" PRIu64 ") -> %" PRIu64 " (%s), host free %" PRIu64,
+                                       sim->tick, i, g->actual_kib, g->unused_kib, g->last_target_kib,
+                                       d[k].to_kib, mc_reason_to_string(d[k].reason), host_free_before);
                 if (d[k].to_kib < d[k].from_kib) {
                         uint64_t down = d[k].from_kib - d[k].to_kib;
 
@@ -1043,8 +1129,8 @@ static ssize_t sim_step(Sim *sim)
                 if (sim->greedy[i])
                         eat = MIN(eat, g->unused_kib);
                 if (g->unused_kib < eat)
-                        g_test_message("tick %u: guest %zu has %" PRIu64 " KiB unused, wants %" PRIu64, sim->tick, i,
-                                       g->unused_kib, eat);
+                        g_test_message("tick %u: guest %zu has %" PRIu64 " KiB unused, wants %" PRIu64,
+                                       sim->tick, i, g->unused_kib, eat);
                 g_assert_cmpuint(g->unused_kib, >=, eat); /* never runs out */
                 g->unused_kib -= eat;
         }
@@ -1383,8 +1469,8 @@ static void test_sim_random(void)
                         sim.s.host_budget_kib = sim_sum_actual(&sim) + MIB(g_rand_int_range(rand, 0, 1024));
 
                 for (unsigned t = 0; t < 100; t++) {
-                        bool budget_ok = sim.s.host_budget_kib == 0 ||
-                                             sim_sum_actual(&sim) <= sim.s.host_budget_kib;
+                        bool budget_ok =
+                                sim.s.host_budget_kib == 0 || sim_sum_actual(&sim) <= sim.s.host_budget_kib;
                         sim_step(&sim);
                         if (sim.s.host_budget_kib > 0 && budget_ok && sim.lag_step == 0)
                                 g_assert_cmpuint(sim_sum_actual(&sim), <=, sim.s.host_budget_kib);
@@ -1403,8 +1489,8 @@ static void test_sim_random(void)
 /* Policy adaptive: the rate of demand, the page cache, hysteresis, the order of a crunch */
 
 #define NOW (UINT64_C(1000) * 1000000)
-#define SEC_AGO(x) (NOW - (uint64_t) ((x) * 1e6))
-#define RATE_MIB_S(x) ((double) (x) * 1024.0)
+#define SEC_AGO(x) (NOW - (uint64_t) ((x) *1e6))
+#define RATE_MIB_S(x) ((double) (x) *1024.0)
 
 static McPolicySettings adaptive_defaults(void)
 {
@@ -1433,8 +1519,8 @@ static McGuest adaptive_guest(uint64_t actual, uint64_t headroom, double rate)
         };
 }
 
-static ssize_t adaptive_run(const McPolicySettings *s, uint64_t host_free, McGuest *g, size_t n, McDecision *d,
-                            uint64_t *short_kib, McPolicySummary *sum)
+static ssize_t adaptive_run(const McPolicySettings *s, uint64_t host_free, McGuest *g, size_t n,
+                            McDecision *d, uint64_t *short_kib, McPolicySummary *sum)
 {
         const McGuest *ptrs[8];
         McPolicyInput in = { .host_free_kib = host_free, .now_mono_usec = NOW, .interval_usec = 1000000 };
@@ -1598,7 +1684,7 @@ static void test_adaptive_crunch_order(void)
         ssize_t n = adaptive_run(&s, H_KIB + MIB(160), g, 3, d, short_kib, &sum);
         g_assert_true(sum.crunch);
         g_assert_cmpint(n, ==, 3);
-        /* Whole needs, smallest first; the rest to the next. */
+        /* Whole needs in the order of the UUIDs (the same every tick); the rest to the next. */
         g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(50));
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
         g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(10));
@@ -1635,6 +1721,33 @@ static void test_adaptive_crunch_order(void)
         g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(50));
 }
 
+/* An over-commit seen coming: the consumers' next 30 s do not fit. The first in the crunch
+ * order gets its whole need, reserve included; the others only what brings them back to T. */
+static void test_adaptive_triage(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[2];
+        McPolicySummary sum;
+
+        /* Both at 90 MiB of headroom eating 20 MiB/s (80 MiB by now): need 100 + 80 - 80 =
+         * 100 MiB each, of which 2 x 20 MiB to get back to T; with their next 30 s, 700 MiB
+         * each. 1000 MiB to give: both needs fit now, and the first one's next 30 s. */
+        McGuest g[2] = { adaptive_guest(MIB(1024), MIB(90), RATE_MIB_S(20)),
+                         adaptive_guest(MIB(1024), MIB(90), RATE_MIB_S(20)) };
+        g[0].uuid[35] = 'b';
+        g[1].uuid[35] = 'c';
+        ssize_t n = adaptive_run(&s, H_KIB + MIB(1000), g, 2, d, NULL, &sum);
+        g_assert_false(sum.crunch);
+        g_assert_cmpint(n, ==, 2);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(40));
+
+        /* Room for both over the next 30 s: both get all they need. */
+        n = adaptive_run(&s, H_KIB + MIB(1400), g, 2, d, NULL, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(100));
+}
+
 static void test_adaptive_skips(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -1647,8 +1760,8 @@ static void test_adaptive_skips(void)
         g.retry_after_usec = NOW;
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
         /* Stuck, busy, stale: left alone. */
-        static const McGuestStatus others[] = { MC_GUEST_STUCK, MC_GUEST_BUSY, MC_GUEST_STALE, MC_GUEST_EXCLUDED,
-                                                MC_GUEST_NO_BALLOON };
+        static const McGuestStatus others[] = { MC_GUEST_STUCK, MC_GUEST_BUSY, MC_GUEST_STALE,
+                                                MC_GUEST_EXCLUDED, MC_GUEST_NO_BALLOON };
         for (size_t i = 0; i < G_N_ELEMENTS(others); i++) {
                 g.status = others[i];
                 g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
@@ -1685,7 +1798,8 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/sim/idle-settles", test_sim_idle_settles);
         g_test_add_func("/policy/sim/idle-settles-dead-band", test_sim_idle_settles_dead_band);
         g_test_add_data_func("/policy/sim/consumer-to-max", GSIZE_TO_POINTER(0), test_sim_consumer_to_max);
-        g_test_add_data_func("/policy/sim/consumer-to-max-lag", GSIZE_TO_POINTER(64), test_sim_consumer_to_max);
+        g_test_add_data_func("/policy/sim/consumer-to-max-lag", GSIZE_TO_POINTER(64),
+                             test_sim_consumer_to_max);
         g_test_add_data_func("/policy/sim/host-floor", GSIZE_TO_POINTER(0), test_sim_host_floor);
         g_test_add_data_func("/policy/sim/host-floor-lag", GSIZE_TO_POINTER(64), test_sim_host_floor);
         g_test_add_data_func("/policy/sim/budget", GSIZE_TO_POINTER(0), test_sim_budget);
@@ -1693,7 +1807,8 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/sim/starving-guest", test_sim_starving_guest);
         g_test_add_func("/policy/sim/starving-guest-trickle", test_sim_starving_guest_trickle);
         g_test_add_func("/policy/sim/starving-under-floor", test_sim_starving_under_floor);
-        g_test_add_data_func("/policy/sim/two-consumers-share", GSIZE_TO_POINTER(0), test_sim_two_consumers_share);
+        g_test_add_data_func("/policy/sim/two-consumers-share", GSIZE_TO_POINTER(0),
+                             test_sim_two_consumers_share);
         g_test_add_data_func("/policy/sim/two-consumers-share-lag", GSIZE_TO_POINTER(64),
                              test_sim_two_consumers_share);
         g_test_add_func("/policy/sim/weighted-share", test_sim_weighted_share);
@@ -1703,6 +1818,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/adaptive/page-cache", test_adaptive_page_cache);
         g_test_add_func("/policy/adaptive/hysteresis", test_adaptive_hysteresis);
         g_test_add_func("/policy/adaptive/crunch-order", test_adaptive_crunch_order);
+        g_test_add_func("/policy/adaptive/triage", test_adaptive_triage);
         g_test_add_func("/policy/adaptive/skips", test_adaptive_skips);
 
         return g_test_run();
