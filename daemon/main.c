@@ -38,6 +38,7 @@ typedef struct Args {
         char *bus;
         char *metrics_listen;
         char *metrics_file;
+        double sim_speed; /* 0 = not given */
         gboolean dry_run;
         gboolean verbose;
         gboolean version;
@@ -81,6 +82,8 @@ static int parse_args(int argc, char **argv, Args *a)
                   "Write Prometheus metrics to FILE at every interval, atomically (node_exporter's textfile "
                   "collector)",
                   "FILE" },
+                { "sim-speed", 0, 0, G_OPTION_ARG_DOUBLE, &a->sim_speed,
+                  "With --connect sim:FILE: simulated seconds per real second (default: 1)", "N" },
                 { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &a->dry_run, "Decide and log, but change no balloon",
                   NULL },
                 { "verbose", 'v', 0, G_OPTION_ARG_NONE, &a->verbose, "Log debug messages too", NULL },
@@ -130,6 +133,11 @@ static int parse_args(int argc, char **argv, Args *a)
                         return -EINVAL;
                 }
                 a->interval_sec = v;
+        }
+        if (a->sim_speed != 0 && (!(a->sim_speed >= 0.01 && a->sim_speed <= 1000) || !a->uri ||
+                                  !g_str_has_prefix(a->uri, "sim:"))) {
+                fprintf(stderr, "memcoordd: --sim-speed: a number from 0.01 to 1000, with --connect sim:FILE\n");
+                return -EINVAL;
         }
         if (a->bus && !g_str_equal(a->bus, "system") && !g_str_equal(a->bus, "session") &&
             !g_str_equal(a->bus, "none")) {
@@ -331,6 +339,8 @@ static int run(int argc, char **argv)
                 fprintf(stderr, "memcoordd: Failed to set up: %s\n", strerror(-r));
                 goto finish_fail;
         }
+        if (args.sim_speed > 0)
+                manager->hypervisor->speed = args.sim_speed;
         if (state_path && g_mkdir_with_parents(state_dir, 0755) < 0)
                 mc_log_warning("Cannot create %s (%m): settings changed over the bus will not persist",
                                state_dir);

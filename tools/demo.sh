@@ -5,11 +5,83 @@
 # moving. Idle guests give memory back; the busy one gets it; afterwards it flows back.
 # Everything it started is stopped on exit, also on Ctrl-C. Needs root (libvirtd, QEMU).
 #
-# Usage: tools/demo.sh [SECONDS]   (how long to watch, default 150)
+# With --sim, the same show on the simulator (tests/sim/demo.ini): memcoordd --connect sim:
+# on a private session bus, as a normal user, without libvirtd or QEMU; simulated time runs
+# --speed times faster than the clock (default 5). Build dependencies must be installed.
+#
+# Usage: tools/demo.sh [SECONDS]                 (how long to watch, default 150)
+#        tools/demo.sh --sim [--speed N] [SECONDS]  (simulated seconds, default 250)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+
+if [ "${1:-}" = "--sim" ]; then
+    shift
+    speed=5
+    if [ "${1:-}" = "--speed" ]; then speed=$2; shift 2; fi
+    sim_sec=${1:-250}
+    builddir=${BUILDDIR:-build}
+    scenario=$top/tests/sim/demo.ini
+    say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+    say "Building"
+    [ -d "$builddir" ] || meson setup "$builddir" >/dev/null
+    ninja -C "$builddir" >/dev/null
+    daemon=$top/$builddir/daemon/memcoordd
+    ctl=$top/$builddir/client/memcoordctl
+    work=$(mktemp -d "${TMPDIR:-/tmp}/memcoord-sim-demo.XXXXXX")
+    dbus_pid="" daemon_pid=""
+    cleanup_sim() {
+        set +e
+        [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+        [ -n "$dbus_pid" ] && kill "$dbus_pid" 2>/dev/null
+    }
+    trap cleanup_sim EXIT
+    trap 'exit 130' INT TERM
+
+    say "Starting a private session bus ($work)"
+    cat >"$work/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=$work/bus.sock</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+CONF
+    dbus-daemon --config-file="$work/bus.conf" --nofork --nopidfile &
+    dbus_pid=$!
+    for _ in $(seq 50); do [ -S "$work/bus.sock" ] && break; sleep 0.1; done
+    export DBUS_SESSION_BUS_ADDRESS=unix:path=$work/bus.sock
+
+    say "Starting memcoordd on the simulator: $(grep -m1 '^Description=' "$scenario" | cut -d= -f2-)"
+    echo "   $daemon --connect sim:$scenario --bus session --sim-speed $speed"
+    "$daemon" --connect "sim:$scenario" --bus session --sim-speed "$speed" --state-dir "$work/state" \
+        >"$work/memcoordd.log" 2>&1 &
+    daemon_pid=$!
+    for _ in $(seq 50); do "$ctl" --user status >/dev/null 2>&1 && break; sleep 0.2; done
+
+    start=$(date +%s.%N)
+    while :; do
+        t=$(awk -v a="$(date +%s.%N)" -v b="$start" -v s="$speed" 'BEGIN { printf "%d", (a - b) * s }')
+        [ "$t" -ge "$sim_sec" ] && break
+        say "simulated t=${t}s  memcoordctl --user status"
+        "$ctl" --user status || true
+        echo "-- last balloon changes:"
+        grep -E ' MiB -> ' "$work/memcoordd.log" | tail -n 4 || true
+        sleep "$(awk -v s="$speed" 'BEGIN { printf "%.2f", 10 / s }')"
+    done
+    say "The same scenario in the batch simulator (as fast as the CPU allows), with a plot"
+    "$top/$builddir/daemon/memcoord-sim" "$scenario" --duration "$sim_sec" --plot "$work/demo.png" || true
+    say "Done: balloon changes in $work/memcoordd.log, the plot in $work/demo.png"
+    exit 0
+fi
+
 watch_sec=${1:-150}
 work=${MC_DEMO_DIR:-/var/tmp/memcoord-demo}
 kit=${MC_KIT_DIR:-/var/tmp/memcoord-kit}
