@@ -397,6 +397,31 @@ static int compare_order(const void *a, const void *b)
         return strcmp(x->uuid, y->uuid);
 }
 
+/*
+ * Whether shares of the shortfall keep every needy guest at T/2 of headroom or more (the OOM
+ * point of the guests here is ~47 MiB at T = 100). Then the crunch is shared, as by the seed:
+ * nobody is sacrificed for a shortage all can live through. Deeper than that, sharing lets
+ * every consumer run out together: needs are served whole, in order.
+ */
+static bool crunch_shared_survivably(const McPolicySettings *s, size_t n, const Work *w, uint64_t avail)
+{
+        Work *copy = malloc((n > 0 ? n : 1) * sizeof(Work));
+        bool ok = true;
+
+        if (!copy)
+                return false;
+        memcpy(copy, w, n * sizeof(Work));
+        (void) share_by_weight(n, copy, avail);
+        for (size_t i = 0; i < n && ok; i++) {
+                if (w[i].need_kib == 0)
+                        continue;
+                uint64_t got = copy[i].to_kib - w[i].to_kib;
+                ok = w[i].headroom_kib + got >= s->domain_threshold_kib / 2;
+        }
+        free(copy);
+        return ok;
+}
+
 static int serve_in_order(const McGuest *const *guests, size_t n, Work *w, uint64_t avail, uint64_t *given)
 {
         Order *order = calloc(n > 0 ? n : 1, sizeof(Order));
@@ -605,7 +630,9 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                                 w[i].need_kib = 0;
                         }
         } else if (adaptive) {
-                if (serve_in_order(guests, n_guests, w, avail, &sum.granted_kib) < 0) {
+                if (crunch_shared_survivably(s, n_guests, w, avail))
+                        sum.granted_kib = share_by_weight(n_guests, w, avail);
+                else if (serve_in_order(guests, n_guests, w, avail, &sum.granted_kib) < 0) {
                         free(w);
                         return -ENOMEM;
                 }

@@ -1672,53 +1672,64 @@ static void test_adaptive_crunch_order(void)
         uint64_t short_kib[3];
         McPolicySummary sum;
 
-        /* Needs of 100, 50 and 200 MiB (steady, below T: 2 x (T - h)); 160 MiB to give. */
+        /* A shortage all can live through is shared, as by the seed: 40, 60 and 70 MiB of
+         * headroom (needs 120, 80 and 60), 90 MiB to give, 30 each: nobody under T/2. */
         McGuest g[3] = {
-                adaptive_guest(MIB(1024), MIB(50), 0),
-                adaptive_guest(MIB(1024), MIB(75), 0),
-                adaptive_guest(MIB(1024), MIB(0), 0),
+                adaptive_guest(MIB(1024), MIB(40), 0),
+                adaptive_guest(MIB(1024), MIB(60), 0),
+                adaptive_guest(MIB(1024), MIB(70), 0),
         };
         g[0].uuid[35] = 'b';
         g[1].uuid[35] = 'c';
         g[2].uuid[35] = 'd';
-        ssize_t n = adaptive_run(&s, H_KIB + MIB(160), g, 3, d, short_kib, &sum);
+        ssize_t n = adaptive_run(&s, H_KIB + MIB(90), g, 3, d, short_kib, &sum);
         g_assert_true(sum.crunch);
         g_assert_cmpint(n, ==, 3);
-        /* Whole needs in the order of the UUIDs (the same every tick); the rest to the next. */
-        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(50));
-        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
-        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(10));
-        g_assert_cmpuint(short_kib[0], ==, 0);
-        g_assert_cmpuint(short_kib[1], ==, 0);
-        g_assert_cmpuint(short_kib[2], ==, MIB(190));
-        g_assert_cmpuint(sum.n_short, ==, 1);
-        g_assert_cmpuint(sum.granted_kib, ==, MIB(160));
+        for (size_t i = 0; i < 3; i++) {
+                g_assert_cmpuint(decision_to(d, n, i), ==, MIB(1024) + MIB(30));
+                g_assert_cmpint(decision_reason(d, n, i), ==, MC_REASON_CRUNCH_GRANT);
+        }
+
+        /* Deeper: 10, 20 and 0 MiB (needs 180, 160, 200), 60 MiB to give. Shares would leave
+         * all three under T/2; whole needs in the order of the UUIDs instead, the rest to the
+         * next, and what each is short of. */
+        g[0] = adaptive_guest(MIB(1024), MIB(10), 0);
+        g[1] = adaptive_guest(MIB(1024), MIB(20), 0);
+        g[2] = adaptive_guest(MIB(1024), MIB(0), 0);
+        g[0].uuid[35] = 'c';
+        g[1].uuid[35] = 'b';
+        g[2].uuid[35] = 'd';
+        n = adaptive_run(&s, H_KIB + MIB(60), g, 3, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpint(n, ==, 1);
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(60));
+        g_assert_null(find_decision(d, n, 0));
+        g_assert_null(find_decision(d, n, 2));
+        g_assert_cmpuint(short_kib[1], ==, MIB(100));
+        g_assert_cmpuint(short_kib[0], ==, MIB(180));
+        g_assert_cmpuint(short_kib[2], ==, MIB(200));
+        g_assert_cmpuint(sum.n_short, ==, 3);
+        g_assert_cmpuint(sum.granted_kib, ==, MIB(60));
+        /* With 150 MiB, shares of 50 keep even the emptiest at T/2: shared again. */
+        n = adaptive_run(&s, H_KIB + MIB(150), g, 3, d, short_kib, &sum);
+        for (size_t i = 0; i < 3; i++)
+                g_assert_cmpuint(decision_to(d, n, i), ==, MIB(1024) + MIB(50));
 
         /* Weight first. */
         g[2].weight = 200;
-        n = adaptive_run(&s, H_KIB + MIB(160), g, 3, d, short_kib, &sum);
-        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(160));
+        n = adaptive_run(&s, H_KIB + MIB(60), g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(60));
         g_assert_null(find_decision(d, n, 0));
         g_assert_null(find_decision(d, n, 1));
-        g_assert_cmpuint(short_kib[0], ==, MIB(100));
-        g_assert_cmpuint(short_kib[1], ==, MIB(50));
-        g_assert_cmpuint(short_kib[2], ==, MIB(40));
 
-        /* Equal weights and needs: the UUID decides, the same every tick. */
-        McGuest e[2] = { adaptive_guest(MIB(1024), MIB(50), 0), adaptive_guest(MIB(1024), MIB(50), 0) };
-        e[0].uuid[35] = 'f';
-        e[1].uuid[35] = 'e';
-        n = adaptive_run(&s, H_KIB + MIB(100), e, 2, d, short_kib, &sum);
-        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(100));
-        g_assert_null(find_decision(d, n, 0));
-
-        /* The seed shares equally. */
+        /* The seed shares equally, however deep. */
         McPolicySettings seed = seed_defaults;
+        McGuest e[2] = { adaptive_guest(MIB(1024), MIB(10), 0), adaptive_guest(MIB(1024), MIB(10), 0) };
         for (size_t i = 0; i < 2; i++)
-                e[i].has_prev = true, e[i].prev_unused_kib = MIB(60);
-        n = adaptive_run(&seed, H_KIB + MIB(100), e, 2, d, short_kib, &sum);
-        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(50));
-        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(50));
+                e[i].has_prev = true, e[i].prev_unused_kib = MIB(30);
+        n = adaptive_run(&seed, H_KIB + MIB(60), e, 2, d, short_kib, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(30));
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(30));
 }
 
 /* An over-commit seen coming: the consumers' next 30 s do not fit. The first in the crunch
