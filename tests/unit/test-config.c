@@ -582,7 +582,6 @@ static void test_save_state_round_trip(void)
 static void test_save_state_only_runtime_keys(void)
 {
         g_autoptr(McConfig) c = mc_config_new();
-        g_autoptr(GError) e = NULL;
 
         g_assert_true(mc_config_load_data(c, good_file, ORIGIN, NULL));
         c->interval_usec = UINT64_C(4000000);
@@ -687,7 +686,7 @@ static void test_save_state_any_name(void)
 {
         static const char *const names[] = {
                 "vm\tx", "a]b", "[x]", "k=v", "#hash", "50%", "%41", "line\nbreak", "cr\rlf", " lead",
-                "trail ", "\xe2\x80\xae" "evil", "caf\xc3\xa9", "bad\xff", "%", "%0", "%00", "a\\b",
+                "trail ", "\u202eevil", "caf\xc3\xa9", "bad\xff", "%", "%0", "%00", "a\\b",
         };
         g_autoptr(McConfig) c = mc_config_new();
 

@@ -24,9 +24,7 @@ static void test_escape(void)
                 { "bad\xff", "bad\\xff" },
                 { "cut\xc3", "cut\\xc3" },
                 { "c1\xc2\x85", "c1\\u0085" },
-                { "\xe2\x80\xae"
-                  "evil",
-                  "\\u202eevil" },                               /* RIGHT-TO-LEFT OVERRIDE */
+                { "\u202eevil", "\\u202eevil" },                 /* RIGHT-TO-LEFT OVERRIDE */
                 { "zero\xe2\x80\x8bwidth", "zero\\u200bwidth" }, /* ZERO WIDTH SPACE */
                 { "iso\xe2\x81\xa6x", "iso\\u2066x" },           /* LEFT-TO-RIGHT ISOLATE */
                 { "ls\xe2\x80\xa8ps\xe2\x80\xa9", "ls\\u2028ps\\u2029" },
