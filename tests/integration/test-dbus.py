@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from mctest import main as mctest_main  # noqa: E402
 from mctest import (DOMAIN_IFACE, DOMAIN_PREFIX, GIB, MANAGER_IFACE, MANAGER_PATH, MIB, NODE_GUESTS,  # noqa: E402
                     NODE_XML, SOURCE_ROOT, TIB, Bus, CallError, Client, Daemon, Monitor, TempDir,
                     claim_target_kib, domain_path, path_encode, require_root, require_tools, run, wait_for)
@@ -92,8 +93,13 @@ class BusTestCase(unittest.TestCase):
         return d
 
     def _stop_daemon(self, d):
-        if d.proc.poll() is None:
+        # Also when it exited on its own: its status and log are checked.
+        try:
             d.stop()
+        finally:
+            self._show_log_on_failure(d)
+
+    def _show_log_on_failure(self, d):
         outcome = getattr(self, "_outcome", None)
         if outcome is not None and not getattr(outcome, "success", True):
             sys.stderr.write(f"--- {d.log_path}\n{d.log_text()[-4000:]}\n")
@@ -385,7 +391,7 @@ class ApiTest(BusTestCase):
         except Exception:
             raise AssertionError("a second memcoordd kept running on the same bus")
         finally:
-            second.stop()
+            second.stop(expect=None)
         log = second.log_text()
         self.assertNotEqual(status, 0)
         self.assertEqual(len(log.strip().splitlines()), 1, f"not one line: {log!r}")
@@ -697,4 +703,4 @@ class StateTest(BusTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mctest_main()
