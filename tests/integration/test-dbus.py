@@ -9,7 +9,9 @@ or permissive like a session bus) and its own memcoordd as root on libvirt's tes
 
 import os
 import signal
+import subprocess
 import sys
+import time
 import unittest
 import xml.etree.ElementTree as ET
 
@@ -18,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mctest import main as mctest_main  # noqa: E402
 from mctest import (DOMAIN_IFACE, DOMAIN_PREFIX, GIB, MANAGER_IFACE, MANAGER_PATH, MIB, NODE_GUESTS,  # noqa: E402
                     NODE_XML, SOURCE_ROOT, TIB, Bus, CallError, Client, Daemon, Monitor, TempDir,
-                    claim_target_kib, domain_path, path_encode, require_root, require_tools, run, wait_for)
+                    claim_target_kib, domain_path, kill_group, path_encode, require_root, require_tools, run, spawn,
+                    wait_for)
 
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 INVALID_ARGUMENT = "org.memcoord.Error.InvalidArgument"
@@ -570,6 +573,7 @@ class DryRunTest(BusTestCase):
         self.assertEqual(reason, "claim")
         self.assertEqual(frm, NODE_GUESTS[name][1] * MIB)
 
+MEMCOORDCTL = os.environ.get("MEMCOORDCTL", "")
 TAB_NAME = "tab\tvm"
 TAB_UUID = "6695eb01-f6a4-8304-79aa-97f2502e19a1"
 
@@ -690,8 +694,24 @@ class StateTest(BusTestCase):
         d = self.start("memcoordd-tab", "[Coordinator]\nIntervalSec=0.2\n", args=args)
         path = path_encode(DOMAIN_PREFIX, TAB_UUID)
         self.assertEqual(self.root.get("Name", path, DOMAIN_IFACE), TAB_NAME)
+        self.assertTrue(MEMCOORDCTL, "MEMCOORDCTL (memcoordctl's path) is not set")
+        out = open(self.tmp.join("monitor.out"), "w")
+        monitor = spawn([MEMCOORDCTL, "monitor"], stdout=out, stderr=subprocess.STDOUT,
+                        env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address))
+        self.addCleanup(out.close)
+        self.addCleanup(kill_group, monitor)
+        time.sleep(1)  # subscribed before the change
         self.root.call("SetDomainLimits", "string:" + TAB_NAME, "uint64:%d" % (300 * MIB), "uint64:0",
                        "uint32:250")
+
+        def monitor_text():
+            with open(self.tmp.join("monitor.out"), errors="replace") as f:
+                return f.read()
+        wait_for(lambda: "Weight: 250" in monitor_text(), 10, what="monitor to show the change")
+        # memcoordctl monitor prints the name escaped, on one line.
+        line = next(ln for ln in monitor_text().splitlines() if "Weight: 250" in ln)
+        self.assertIn("tab\\tvm: Weight: 250", line)
+        self.assertNotIn("\t", monitor_text())
         self.assertIn("[Domain tab%09vm]", self.read_state())
         # The log shows the name escaped: a control character cannot start a line of its own.
         self.assertIn("tab\\tvm: now watched", d.log_text())
