@@ -1,43 +1,168 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* The bus side of memcoordctl: connecting, calling, reading the daemon's state, and saying in
- * plain words why a call failed. */
+/* The bus side of memcoordctl: connecting (here or over ssh), calling, and saying in plain words
+ * why a call failed. */
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctl.h"
 #include "memcoord/errors.h"
 #include "memcoord/macro.h"
 #include "memcoord/memcoord.h"
 
-int ctl_connect(sd_bus **ret)
+bool ctl_host_is_local(const char *host)
+{
+        return !host || strcmp(host, CTL_LOCAL_HOST) == 0;
+}
+
+int ctl_bus_open(const char *host, sd_bus **ret, int *ret_ssh_fd)
 {
         sd_bus *bus = NULL;
-        int r;
+        int p[2], saved, r;
 
         /* org.memcoord.Error.* come back as errno values too. */
         (void) sd_bus_error_add_map(mc_bus_error_map);
+        *ret_ssh_fd = -1;
 
-        if (ctl_args.host)
-                r = sd_bus_open_system_remote(&bus, ctl_args.host);
-        else if (ctl_args.user)
-                r = sd_bus_open_user(&bus);
+        if (ctl_host_is_local(host)) {
+                r = ctl_args.user ? sd_bus_open_user(&bus) : sd_bus_open_system(&bus);
+                if (r < 0)
+                        return r;
+                /* Changing a setting may need an admin's password: let polkit's agent ask. */
+                (void) sd_bus_set_allow_interactive_authorization(bus, true);
+                *ret = bus;
+                return 0;
+        }
+
+        /* sd-bus starts "ssh -xT [-p PORT] -- HOST systemd-stdio-bridge" right here, and the child
+         * inherits our stderr: lend it a pipe for that moment, so that ssh's words ("Connection
+         * refused", "Permission denied") become the reason we give, in one line, and do not
+         * interleave with the output of other hosts. The write end blocks: ssh must not lose text. */
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        (void) fflush(stderr);
+        saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+        if (dup2(p[1], STDERR_FILENO) < 0) {
+                r = -errno;
+                goto finish;
+        }
+        r = sd_bus_open_system_remote(&bus, host);
+        if (saved >= 0)
+                (void) dup2(saved, STDERR_FILENO);
         else
-                r = sd_bus_open_system(&bus);
+                (void) close(STDERR_FILENO);
+finish:
+        if (saved >= 0)
+                (void) close(saved);
+        (void) close(p[1]);
+        if (r < 0 || fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) {
+                r = r < 0 ? r : -errno;
+                (void) close(p[0]);
+                sd_bus_unref(bus);
+                return r;
+        }
+        (void) sd_bus_set_allow_interactive_authorization(bus, true);
+        *ret = bus;
+        *ret_ssh_fd = p[0];
+        return 0;
+}
+
+/* What ssh said is kept to its last lines. */
+#define SSH_TEXT_MAX 4096
+
+bool ctl_ssh_read(int fd, GString *buf, int timeout_ms)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+
+        if (fd < 0)
+                return false;
+        for (;;) {
+                char chunk[1024];
+                ssize_t k = read(fd, chunk, sizeof(chunk));
+
+                if (k > 0) {
+                        g_string_append_len(buf, chunk, k);
+                        if (buf->len > SSH_TEXT_MAX)
+                                g_string_erase(buf, 0, (gssize) (buf->len - SSH_TEXT_MAX));
+                        continue;
+                }
+                if (k == 0)
+                        return false;
+                if (errno == EINTR)
+                        continue;
+                if (errno != EAGAIN)
+                        return false;
+                gint64 left = deadline - g_get_monotonic_time();
+                if (left <= 0)
+                        return true;
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                (void) poll(&pfd, 1, (int) MAX(left / 1000, 1));
+        }
+}
+
+/* The last line ssh wrote, as "ssh: ...", or NULL. */
+static char *ssh_reason(int fd, GString *buf)
+{
+        g_autoptr(GString) local = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (fd < 0)
+                return NULL;
+        if (!buf)
+                buf = local = g_string_new(NULL);
+        /* ssh writes its reason before it exits; the bus may notice the closed socket first. */
+        (void) ctl_ssh_read(fd, buf, 1000);
+        lines = g_strsplit_set(buf->str, "\r\n", -1);
+        for (size_t i = g_strv_length(lines); i > 0; i--) {
+                const char *line = g_strstrip(lines[i - 1]);
+
+                if (line[0] == '\0')
+                        continue;
+                return g_str_has_prefix(line, "ssh: ") ? g_strdup(line) : g_strdup_printf("ssh: %s", line);
+        }
+        return NULL;
+}
+
+static bool error_is_connection(const sd_bus_error *error, int r)
+{
+        if (sd_bus_error_has_names(error, SD_BUS_ERROR_DISCONNECTED, SD_BUS_ERROR_NO_REPLY))
+                return true;
+        switch (-r) {
+        case ECONNRESET:
+        case ENOTCONN:
+        case EPIPE:
+        case ECONNREFUSED:
+        case ESHUTDOWN:
+        case EIO:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* The connection ctl_connect() opened: one per run of the verbs that change settings. */
+static int connect_ssh_fd = -1;
+
+int ctl_connect(sd_bus **ret)
+{
+        const char *host = ctl_args.n_hosts > 0 ? ctl_args.hosts[0] : NULL;
+        int r;
+
+        r = ctl_bus_open(host, ret, &connect_ssh_fd);
         if (r < 0) {
-                if (ctl_args.host)
-                        ctl_log_error("Failed to connect to the system bus on %s: %s", ctl_args.host,
-                                      strerror(-r));
+                if (!ctl_host_is_local(host))
+                        ctl_log_error("Failed to connect to the system bus on %s: %s", host, strerror(-r));
                 else
                         ctl_log_error("Failed to connect to the %s bus: %s",
                                       ctl_args.user ? "session" : "system", strerror(-r));
-                return r;
         }
-        *ret = bus;
-        return 0;
+        return r;
 }
 
 static bool error_is_read_only_call(const char *member)
@@ -100,9 +225,16 @@ static char *error_reason_for(const sd_bus_error *error, int r, const char *doma
         }
 }
 
-char *ctl_error_reason(const sd_bus_error *error, int r, const char *domain)
+char *ctl_error_reason(const sd_bus_error *error, int r, const char *domain, const char *member, int ssh_fd,
+                       GString *ssh_buf)
 {
-        return error_reason_for(error, r, domain, NULL);
+        if (ssh_fd >= 0 && error_is_connection(error, r)) {
+                char *said = ssh_reason(ssh_fd, ssh_buf);
+
+                if (said)
+                        return said;
+        }
+        return error_reason_for(error, r, domain, member);
 }
 
 int ctl_call(sd_bus *bus, const char *what, const char *domain, const char *member,
@@ -124,7 +256,7 @@ int ctl_call(sd_bus *bus, const char *what, const char *domain, const char *memb
         if (r >= 0)
                 r = sd_bus_call(bus, call, 0, &error, &reply);
         if (r < 0) {
-                g_autofree char *reason = error_reason_for(&error, r, domain, member);
+                g_autofree char *reason = ctl_error_reason(&error, r, domain, member, connect_ssh_fd, NULL);
 
                 ctl_log_error("Failed to %s: %s", what, reason);
                 sd_bus_error_free(&error);
@@ -146,151 +278,14 @@ void manager_info_clear(ManagerInfo *m)
         *m = (ManagerInfo){};
 }
 
-void domain_info_free_array(DomainInfo *d, size_t n)
+void domain_info_free(DomainInfo *d)
 {
         if (!d)
                 return;
-        for (size_t i = 0; i < n; i++) {
-                g_free(d[i].object);
-                g_free(d[i].name);
-                g_free(d[i].uuid);
-                g_free(d[i].status);
-                g_free(d[i].last_reason);
-        }
+        g_free(d->object);
+        g_free(d->name);
+        g_free(d->uuid);
+        g_free(d->status);
+        g_free(d->last_reason);
         g_free(d);
-}
-
-/* Reads one property value of the type the field expects; anything else is skipped, so a newer
- * daemon with more properties does not confuse an older client. */
-static int read_property(sd_bus_message *m, const char *name, ManagerInfo *info)
-{
-        static const struct {
-                const char *name;
-                size_t offset;
-        } strings[] =
-                {
-                        {"Version", offsetof(ManagerInfo, version)},
-                        {"State", offsetof(ManagerInfo, state)},
-                        {"Policy", offsetof(ManagerInfo, policy)},
-                        {"LibvirtURI", offsetof(ManagerInfo, uri)},
-                },
-          numbers[] = {
-                  {"IntervalUSec", offsetof(ManagerInfo, interval_usec)},
-                  {"DomainThresholdBytes", offsetof(ManagerInfo, domain_threshold)},
-                  {"HostThresholdBytes", offsetof(ManagerInfo, host_threshold)},
-                  {"HostBudgetBytes", offsetof(ManagerInfo, host_budget)},
-                  {"HostTotalBytes", offsetof(ManagerInfo, host_total)},
-                  {"HostFreeBytes", offsetof(ManagerInfo, host_free)},
-                  {"TickCount", offsetof(ManagerInfo, tick_count)},
-          };
-
-        for (size_t i = 0; i < ELEMENTSOF(strings); i++)
-                if (strcmp(name, strings[i].name) == 0) {
-                        char **field = (char **) ((char *) info + strings[i].offset);
-                        const char *s;
-                        int r = sd_bus_message_read(m, "v", "s", &s);
-
-                        if (r < 0)
-                                return r;
-                        g_free(*field);
-                        *field = g_strdup(s);
-                        return 0;
-                }
-        for (size_t i = 0; i < ELEMENTSOF(numbers); i++)
-                if (strcmp(name, numbers[i].name) == 0)
-                        return sd_bus_message_read(m, "v", "t",
-                                                   (uint64_t *) ((char *) info + numbers[i].offset));
-        if (strcmp(name, "DryRun") == 0) {
-                int b = 0, r = sd_bus_message_read(m, "v", "b", &b);
-
-                info->dry_run = b;
-                return r;
-        }
-        return sd_bus_message_skip(m, "v");
-}
-
-int ctl_get_manager(sd_bus *bus, ManagerInfo *ret, sd_bus_error *error)
-{
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        ManagerInfo info = {};
-        int r;
-
-        r = sd_bus_call_method(bus, MC_BUS_NAME, MC_MANAGER_PATH, "org.freedesktop.DBus.Properties",
-                               "GetAll", error, &reply, "s", MC_MANAGER_INTERFACE);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        while (r >= 0) {
-                const char *name;
-
-                r = sd_bus_message_enter_container(reply, 'e', "sv");
-                if (r <= 0)
-                        break;
-                r = sd_bus_message_read(reply, "s", &name);
-                if (r >= 0)
-                        r = read_property(reply, name, &info);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(reply);
-        }
-        if (r >= 0)
-                r = sd_bus_message_exit_container(reply);
-        if (r < 0) {
-                manager_info_clear(&info);
-                return sd_bus_error_set_errnof(error, r, "Unexpected reply from memcoordd: %s",
-                                               strerror(-r));
-        }
-        /* A property a different daemon version lacks still reads as text. */
-        if (!info.state)
-                info.state = g_strdup("unknown");
-        if (!info.policy)
-                info.policy = g_strdup("unknown");
-        if (!info.version)
-                info.version = g_strdup("unknown");
-        if (!info.uri)
-                info.uri = g_strdup("");
-        *ret = info;
-        return 0;
-}
-
-int ctl_list_domains(sd_bus *bus, DomainInfo **ret, size_t *ret_n, sd_bus_error *error)
-{
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        g_autoptr(GArray) list = g_array_new(FALSE, TRUE, sizeof(DomainInfo));
-        int r;
-
-        r = sd_bus_call_method(bus, MC_BUS_NAME, MC_MANAGER_PATH, MC_MANAGER_INTERFACE, "ListDomains", error,
-                               &reply, NULL);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', "(ossstttttttttuts)");
-        while (r >= 0) {
-                const char *object, *name, *uuid, *status, *reason;
-                DomainInfo d = {};
-
-                r = sd_bus_message_read(reply, "(ossstttttttttuts)", &object, &name, &uuid, &status,
-                                        &d.actual, &d.target, &d.unused, &d.available, &d.usable, &d.maximum,
-                                        &d.min, &d.max, &d.stats_age_usec, &d.weight, &d.last_change_usec,
-                                        &reason);
-                if (r <= 0)
-                        break;
-                d.object = g_strdup(object);
-                d.name = g_strdup(name);
-                d.uuid = g_strdup(uuid);
-                d.status = g_strdup(status);
-                d.last_reason = g_strdup(reason);
-                g_array_append_val(list, d);
-        }
-        if (r >= 0)
-                r = sd_bus_message_exit_container(reply);
-        if (r < 0) {
-                size_t n = list->len;
-
-                domain_info_free_array((DomainInfo *) (void *) g_array_free(g_steal_pointer(&list), FALSE),
-                                       n);
-                return sd_bus_error_set_errnof(error, r, "Unexpected reply from memcoordd: %s",
-                                               strerror(-r));
-        }
-        *ret_n = list->len;
-        *ret = (DomainInfo *) (void *) g_array_free(g_steal_pointer(&list), FALSE);
-        return 0;
 }

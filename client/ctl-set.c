@@ -17,7 +17,7 @@
 
 int verb_set_threshold(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         const char *member;
         uint64_t bytes;
         int r;
@@ -41,7 +41,7 @@ int verb_set_threshold(int argc, char **argv)
 
 int verb_set_interval(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         uint64_t usec;
         int r;
 
@@ -56,7 +56,7 @@ int verb_set_interval(int argc, char **argv)
 
 int verb_set_budget(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         uint64_t bytes = 0;
         int r;
 
@@ -73,7 +73,7 @@ int verb_set_budget(int argc, char **argv)
 
 static int simple_call(const char *what, const char *member)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         int r;
 
         r = ctl_connect(&bus);
@@ -99,7 +99,7 @@ int verb_reload(int argc, char **argv)
 
 static int set_excluded(const char *what, const char *domain, bool excluded)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         int r;
 
         r = ctl_connect(&bus);
@@ -148,20 +148,9 @@ static int parse_weight(const char *s, uint32_t *ret)
         return 0;
 }
 
-static const DomainInfo *find_domain(const DomainInfo *d, size_t n, const char *name_or_uuid)
-{
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(d[i].uuid, name_or_uuid) == 0)
-                        return &d[i];
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(d[i].name, name_or_uuid) == 0)
-                        return &d[i];
-        return NULL;
-}
-
 int verb_set_limits(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
         const char *domain = argv[1];
         uint64_t min = 0, max = 0;
         uint32_t weight = 0;
@@ -189,29 +178,46 @@ int verb_set_limits(int argc, char **argv)
 
         /* SetDomainLimits sets all three: keep what was not given as it is now. */
         if (!ctl_args.min || !ctl_args.max || !ctl_args.weight) {
-                sd_bus_error error = SD_BUS_ERROR_NULL;
-                DomainInfo *list = NULL;
-                size_t n = 0;
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                DomainInfo d = {}, by_name = {};
+                bool found = false, found_name = false;
 
-                r = ctl_list_domains(bus, &list, &n, &error);
+                r = ctl_call(bus, "set limits", domain, "ListDomains", &reply, NULL);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_enter_container(reply, 'a', "(ossstttttttttuts)");
+                while (r >= 0 && !found) {
+                        DomainInfo t = {};
+
+                        r = ctl_read_domain_entry(reply, &t);
+                        if (r <= 0)
+                                break;
+                        if (strcmp(t.uuid, domain) == 0) {
+                                d = t;
+                                found = true;
+                        } else if (!found_name && strcmp(t.name, domain) == 0) {
+                                by_name = t;
+                                found_name = true;
+                        }
+                }
                 if (r < 0) {
-                        g_autofree char *reason = ctl_error_reason(&error, r, domain);
-
-                        ctl_log_error("Failed to set limits: %s", reason);
-                        sd_bus_error_free(&error);
+                        ctl_log_error("Failed to set limits: Unexpected reply from memcoordd: %s",
+                                      strerror(-r));
                         return r;
                 }
-                const DomainInfo *d = find_domain(list, n, domain);
-                if (d) {
+                if (!found && found_name) {
+                        d = by_name;
+                        found = true;
+                }
+                if (found) {
                         if (!ctl_args.min)
-                                min = d->min;
+                                min = d.min;
                         /* The hypervisor's maximum is what 0 means: keep following it. */
                         if (!ctl_args.max)
-                                max = d->max == d->maximum ? 0 : d->max;
+                                max = d.max == d.maximum ? 0 : d.max;
                         if (!ctl_args.weight)
-                                weight = d->weight == WEIGHT_DEFAULT ? 0 : d->weight;
+                                weight = d.weight == WEIGHT_DEFAULT ? 0 : d.weight;
                 }
-                domain_info_free_array(list, n);
                 /* An unknown guest: let the daemon say so, in its words. */
         }
         return ctl_call(bus, "set limits", domain, "SetDomainLimits", NULL, "sttu", domain, min, max,

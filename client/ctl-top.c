@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <systemd/sd-event.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl-watch.h"
 #include "ctl.h"
 #include "memcoord/macro.h"
 #include "memcoord/memcoord.h"
@@ -29,18 +29,16 @@
 
 typedef struct Top {
         sd_event *event;
-        sd_bus *bus;
-        bool tty;  /* full screen; else plain snapshots */
-        bool json; /* plain snapshots as JSON, one per line */
-        int in_fd; /* the keyboard in raw mode, or -1 */
+        CtlWatch *watch;
+        bool started; /* the first state was read and shown */
+        bool tty;     /* full screen; else plain snapshots */
+        bool json;    /* plain snapshots as JSON, one per line */
+        int in_fd;    /* the keyboard in raw mode, or -1 */
         struct termios saved;
         bool screen; /* the alternate screen is on */
         unsigned width, height;
 
-        ManagerInfo manager;
-        DomainInfo *domains;
-        size_t n_domains;
-        char *error;              /* why the state could not be read, or NULL */
+        char *error;              /* why the state cannot be shown, or NULL */
         char *events[TOP_EVENTS]; /* latest balloon changes, newest first */
         uint64_t frames;
 } Top;
@@ -100,9 +98,6 @@ static size_t text_width(const char *s)
 
 /* ---- composing a frame ---- */
 
-#define STATUS_W 10
-#define SIZE_W 7
-
 static void compose_bar(GString *line, const DomainInfo *d, size_t bar_w)
 {
         uint64_t scale = d->max ? d->max : d->maximum;
@@ -112,7 +107,7 @@ static void compose_bar(GString *line, const DomainInfo *d, size_t bar_w)
                 actual = (size_t) MIN((double) bar_w,
                                       (double) d->actual * (double) bar_w / (double) scale + 0.5);
                 /* Without statistics nothing is known to be unused: it is all held. */
-                if (strcmp(d->status, "no-balloon") != 0)
+                if (g_strcmp0(d->status, "no-balloon") != 0)
                         unused = (size_t) MIN((double) actual,
                                               (double) d->unused * (double) bar_w / (double) scale + 0.5);
         }
@@ -122,14 +117,55 @@ static void compose_bar(GString *line, const DomainInfo *d, size_t bar_w)
         g_string_append_c(line, ']');
 }
 
+/* One row of the guest table (or its header, when d is NULL): the columns status has too,
+ * those marked for top, at top's widths; the first is as wide as first_w. */
+static void compose_row(GString *line, const DomainInfo *d, size_t first_w, uint64_t now)
+{
+        bool first = true;
+
+        for (size_t i = 0; i < ctl_n_domain_fields; i++) {
+                const CtlField *f = &ctl_domain_fields[i];
+                char buf[CTL_FIELD_MAX_STRLEN];
+                const char *text;
+
+                if (!(f->flags & CTL_COL_TOP))
+                        continue;
+                text = d ? ctl_field_text(f, d, buf, now) : f->header;
+                if (first)
+                        append_fit(line, text, first_w, true);
+                else if (f->flags & CTL_COL_RIGHT)
+                        append_right(line, text, f->width + 1);
+                else {
+                        g_string_append_c(line, ' ');
+                        append_fit(line, text, f->width, true);
+                }
+                first = false;
+        }
+}
+
+static size_t row_width(size_t first_w)
+{
+        size_t w = first_w;
+        bool first = true;
+
+        for (size_t i = 0; i < ctl_n_domain_fields; i++)
+                if (ctl_domain_fields[i].flags & CTL_COL_TOP) {
+                        w += first ? 0 : ctl_domain_fields[i].width + 1;
+                        first = false;
+                }
+        return w;
+}
+
 /* The lines of one frame; width bounds the bar, height (0 = any) the number of lines. */
 static GPtrArray *compose(const Top *t, size_t width, size_t height, bool footer)
 {
         GPtrArray *lines = g_ptr_array_new_with_free_func(g_free);
-        const ManagerInfo *m = &t->manager;
+        const ManagerInfo *m = ctl_watch_manager(t->watch);
+        g_autofree const DomainInfo **domains = NULL;
         char a[MC_SIZE_MAX_STRLEN], b[MC_SIZE_MAX_STRLEN], c[MC_SIZE_MAX_STRLEN], d[MC_SIZE_MAX_STRLEN];
         char iv[CTL_TIME_MAX_STRLEN];
-        size_t name_w = 4, shown, n_top;
+        uint64_t now = ctl_now_realtime();
+        size_t name_w = 4, shown, n_top, n_domains;
 
         if (t->error) {
                 /* What was shown before is no longer true: show only why. */
@@ -138,6 +174,7 @@ static GPtrArray *compose(const Top *t, size_t width, size_t height, bool footer
                         g_ptr_array_add(lines, g_strdup("q: quit"));
                 return lines;
         }
+        domains = ctl_watch_domains(t->watch, &n_domains);
         g_ptr_array_add(lines,
                         g_strdup_printf("memcoordd %s  policy %s  interval %s  tick %" G_GUINT64_FORMAT "%s",
                                         m->state, m->policy, ctl_format_interval(iv, m->interval_usec),
@@ -150,22 +187,16 @@ static GPtrArray *compose(const Top *t, size_t width, size_t height, bool footer
                                        ctl_format_size(iv, m->domain_threshold)));
         g_ptr_array_add(lines, g_strdup(""));
 
-        for (size_t i = 0; i < t->n_domains; i++)
-                name_w = MAX(name_w, text_width(t->domains[i].name));
+        for (size_t i = 0; i < n_domains; i++)
+                name_w = MAX(name_w, text_width(domains[i]->name ? domains[i]->name : ""));
         name_w = MIN(name_w, MAX((size_t) 8, width / 4));
 
-        /* name, status, four sizes, two spaces; then the bar between brackets */
-        size_t fixed = name_w + 1 + STATUS_W + 4 * (1 + SIZE_W) + 2;
+        /* the columns, two spaces; then the bar between brackets */
+        size_t fixed = row_width(name_w) + 2;
         size_t bar_w = width >= fixed + 2 + 5 ? width - fixed - 2 : 0;
 
         GString *header = g_string_new(NULL);
-        append_fit(header, "NAME", name_w, true);
-        g_string_append_c(header, ' ');
-        append_fit(header, "STATUS", STATUS_W, true);
-        append_right(header, "ACTUAL", SIZE_W + 1);
-        append_right(header, "TARGET", SIZE_W + 1);
-        append_right(header, "UNUSED", SIZE_W + 1);
-        append_right(header, "MAX", SIZE_W + 1);
+        compose_row(header, NULL, name_w, now);
         if (bar_w > 0) {
                 g_string_append(header, "  ");
                 append_fit(header, "MEMORY (# used, - unused, . up to max)", bar_w, false);
@@ -174,7 +205,7 @@ static GPtrArray *compose(const Top *t, size_t width, size_t height, bool footer
         n_top = lines->len;
 
         /* Room for the guests: what the screen leaves after the header and the footer. */
-        shown = t->n_domains;
+        shown = n_domains;
         if (height > 0) {
                 size_t room = height > n_top + (footer ? 1 : 0) ? height - n_top - (footer ? 1 : 0) : 0;
 
@@ -182,25 +213,18 @@ static GPtrArray *compose(const Top *t, size_t width, size_t height, bool footer
                         shown = room > 0 ? room - 1 : 0;
         }
         for (size_t i = 0; i < shown; i++) {
-                const DomainInfo *x = &t->domains[i];
                 GString *line = g_string_new(NULL);
 
-                append_fit(line, x->name, name_w, true);
-                g_string_append_c(line, ' ');
-                append_fit(line, x->status, STATUS_W, true);
-                append_right(line, ctl_domain_size(a, x, x->actual, false), SIZE_W + 1);
-                append_right(line, ctl_domain_size(a, x, x->target, false), SIZE_W + 1);
-                append_right(line, ctl_domain_size(a, x, x->unused, true), SIZE_W + 1);
-                append_right(line, ctl_domain_size(a, x, x->max, false), SIZE_W + 1);
+                compose_row(line, domains[i], name_w, now);
                 if (bar_w > 0) {
                         g_string_append(line, "  ");
-                        compose_bar(line, x, bar_w);
+                        compose_bar(line, domains[i], bar_w);
                 }
                 g_ptr_array_add(lines, g_string_free(line, FALSE));
         }
-        if (shown < t->n_domains && (height == 0 || lines->len < height))
-                g_ptr_array_add(lines, g_strdup_printf("... and %zu more", t->n_domains - shown));
-        if (t->n_domains == 0)
+        if (shown < n_domains && (height == 0 || lines->len < height))
+                g_ptr_array_add(lines, g_strdup_printf("... and %zu more", n_domains - shown));
+        if (n_domains == 0)
                 g_ptr_array_add(lines, g_strdup("(no guests)"));
 
         if (footer) {
@@ -269,10 +293,13 @@ static int print_snapshot(Top *t)
 {
         if (t->json) {
                 g_autoptr(JsonBuilder) b = json_builder_new();
+                g_autofree const DomainInfo **domains = NULL;
+                size_t n;
 
+                domains = ctl_watch_domains(t->watch, &n);
                 json_builder_begin_object(b);
-                ctl_json_add_manager(b, &t->manager);
-                ctl_json_add_domains(b, t->domains, t->n_domains);
+                ctl_json_add_manager(b, ctl_watch_manager(t->watch));
+                ctl_json_add_domains(b, domains, n);
                 json_builder_end_object(b);
                 return ctl_print_json(b, false);
         }
@@ -282,13 +309,7 @@ static int print_snapshot(Top *t)
                 putchar('\n');
         for (guint i = 0; i < lines->len; i++)
                 puts(lines->pdata[i]);
-        if (fflush(stdout) != 0) {
-                int r = -errno;
-
-                ctl_log_error("Failed to write the output: %s", strerror(-r));
-                return r;
-        }
-        return 0;
+        return ctl_flush_stdout();
 }
 
 static int show(Top *t)
@@ -333,39 +354,6 @@ static void leave_screen(Top *t)
 
 /* ---- the daemon's state ---- */
 
-static void clear_state(Top *t)
-{
-        manager_info_clear(&t->manager);
-        domain_info_free_array(t->domains, t->n_domains);
-        t->domains = NULL;
-        t->n_domains = 0;
-}
-
-static int refresh(Top *t)
-{
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        ManagerInfo m = {};
-        DomainInfo *d = NULL;
-        size_t n = 0;
-        int r;
-
-        r = ctl_get_manager(t->bus, &m, &error);
-        if (r >= 0)
-                r = ctl_list_domains(t->bus, &d, &n, &error);
-        g_clear_pointer(&t->error, g_free);
-        if (r < 0) {
-                t->error = ctl_error_reason(&error, r, NULL);
-                manager_info_clear(&m);
-                sd_bus_error_free(&error);
-                return r;
-        }
-        clear_state(t);
-        t->manager = m;
-        t->domains = d;
-        t->n_domains = n;
-        return 0;
-}
-
 static void next_frame(Top *t)
 {
         t->frames++;
@@ -375,97 +363,122 @@ static void next_frame(Top *t)
                 (void) sd_event_exit(t->event, EXIT_SUCCESS);
 }
 
-static int on_tick(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+static int on_input(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+static void on_ready(CtlWatch *w, void *userdata)
 {
         Top *t = userdata;
 
-        if (refresh(t) < 0 && !t->tty) {
-                ctl_log_error("Failed to read memcoordd's state: %s", t->error);
-                return sd_event_exit(t->event, EXIT_FAILURE);
+        g_clear_pointer(&t->error, g_free);
+        if (t->started) {
+                (void) show(t);
+                return;
+        }
+        t->started = true;
+        if (t->tty) {
+                enter_screen(t);
+                if (t->in_fd >= 0) {
+                        int r = sd_event_add_io(t->event, NULL, t->in_fd, EPOLLIN, on_input, t);
+
+                        if (r < 0) {
+                                leave_screen(t);
+                                ctl_log_error("Failed to watch the keyboard: %s", strerror(-r));
+                                (void) sd_event_exit(t->event, EXIT_FAILURE);
+                                return;
+                        }
+                }
         }
         next_frame(t);
-        return 0;
 }
 
-static int on_balloon(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+static void on_failed(CtlWatch *w, const char *what, const char *reason, void *userdata)
 {
         Top *t = userdata;
-        const char *path, *name, *reason;
-        uint64_t from, to;
+
+        if (!t->started || !t->tty) {
+                ctl_log_error("Failed to %s: %s", what, reason);
+                (void) sd_event_exit(t->event, EXIT_FAILURE);
+                return;
+        }
+        g_free(t->error);
+        t->error = g_strdup(reason);
+        (void) show(t);
+}
+
+static void on_refreshed(CtlWatch *w, void *userdata)
+{
+        Top *t = userdata;
+
+        g_clear_pointer(&t->error, g_free);
+        next_frame(t);
+}
+
+static void on_balloon(CtlWatch *w, const CtlBalloon *x, void *userdata)
+{
+        Top *t = userdata;
         char a[MC_SIZE_MAX_STRLEN], b[MC_SIZE_MAX_STRLEN], stamp[16] = "";
         time_t now = time(NULL);
         struct tm tm;
 
-        if (sd_bus_message_read(m, "ostts", &path, &name, &from, &to, &reason) < 0)
-                return 0;
         if (localtime_r(&now, &tm))
                 strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
         g_free(t->events[TOP_EVENTS - 1]);
         memmove(t->events + 1, t->events, (TOP_EVENTS - 1) * sizeof(char *));
-        t->events[0] = g_strdup_printf("%s %s %s -> %s (%s)", stamp, name, ctl_format_size(a, from),
-                                       ctl_format_size(b, to), reason);
-        return 0;
+        t->events[0] = g_strdup_printf("%s %s %s -> %s (%s)", stamp, x->name, ctl_format_size(a, x->from),
+                                       ctl_format_size(b, x->to), x->reason);
 }
 
-/* A setting changed between ticks: show it at once on the screen. */
-static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+/* A setting or a guest changed between ticks: on the screen, at once. */
+static void on_changed(Top *t)
 {
-        Top *t = userdata;
-        const char *interface;
-        bool interesting = false;
-        int r;
-
-        if (!t->tty || sd_bus_message_read(m, "s", &interface) < 0 ||
-            strcmp(interface, MC_MANAGER_INTERFACE) != 0)
-                return 0;
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        while (r > 0) {
-                const char *name;
-
-                r = sd_bus_message_enter_container(m, 'e', "sv");
-                if (r <= 0 || sd_bus_message_read(m, "s", &name) < 0)
-                        break;
-                if (strcmp(name, "TickCount") != 0 && !g_str_has_prefix(name, "Host"))
-                        interesting = true;
-                if (sd_bus_message_skip(m, "v") < 0 || sd_bus_message_exit_container(m) < 0)
-                        break;
-        }
-        if (interesting) {
-                (void) refresh(t);
+        if (t->tty && t->started && !t->error)
                 (void) show(t);
-        }
-        return 0;
 }
 
-static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+static void on_property(CtlWatch *w, const DomainInfo *d, const CtlField *f, void *userdata)
+{
+        on_changed(userdata);
+}
+
+static void on_domain(CtlWatch *w, const DomainInfo *d, void *userdata)
+{
+        on_changed(userdata);
+}
+
+static void on_daemon_stopped(CtlWatch *w, void *userdata)
 {
         Top *t = userdata;
-        const char *name, *old_owner, *new_owner;
 
-        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0 ||
-            strcmp(name, MC_BUS_NAME) != 0)
-                return 0;
-        if (new_owner[0] == '\0') {
-                if (!t->tty) {
-                        ctl_log_error("memcoordd stopped");
-                        return sd_event_exit(t->event, EXIT_FAILURE);
-                }
-                g_free(t->error);
-                t->error = g_strdup("stopped; waiting for it to come back");
-        } else
-                (void) refresh(t);
+        if (!t->tty) {
+                ctl_log_error("memcoordd stopped");
+                (void) sd_event_exit(t->event, EXIT_FAILURE);
+                return;
+        }
+        g_free(t->error);
+        t->error = g_strdup("stopped; waiting for it to come back");
         (void) show(t);
-        return 0;
 }
 
-static int on_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+static void on_disconnected(CtlWatch *w, const char *reason, void *userdata)
 {
         Top *t = userdata;
 
         leave_screen(t);
-        ctl_log_error("Lost the connection to the bus");
-        return sd_event_exit(t->event, EXIT_FAILURE);
+        ctl_log_error("%s", reason);
+        (void) sd_event_exit(t->event, EXIT_FAILURE);
 }
+
+static const CtlWatchCallbacks callbacks = {
+        .ready = on_ready,
+        .failed = on_failed,
+        .daemon_stopped = on_daemon_stopped,
+        .domain_added = on_domain,
+        .domain_removed = on_domain,
+        .property_changed = on_property,
+        .refreshed = on_refreshed,
+        .balloon = on_balloon,
+        .disconnected = on_disconnected,
+};
 
 static int on_input(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
@@ -487,7 +500,7 @@ static int on_winch(sd_event_source *s, const struct signalfd_siginfo *si, void 
 {
         Top *t = userdata;
 
-        if (t->tty) {
+        if (t->tty && t->started) {
                 update_size(t);
                 /* A smaller window may keep stale text in places the next frame does not write. */
                 (void) write_all("\033[2J", 4);
@@ -496,49 +509,11 @@ static int on_winch(sd_event_source *s, const struct signalfd_siginfo *si, void 
         return 0;
 }
 
-static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
-{
-        return sd_event_exit(sd_event_source_get_event(s), EXIT_SUCCESS);
-}
-
-static int setup(Top *t)
-{
-        static const struct {
-                const char *member;
-                sd_bus_message_handler_t handler;
-        } manager_signals[] = {
-                {"TickCompleted", on_tick},
-                {"BalloonChanged", on_balloon},
-        };
-        int r;
-
-        for (size_t i = 0; i < ELEMENTSOF(manager_signals); i++) {
-                r = sd_bus_match_signal(t->bus, NULL, MC_BUS_NAME, MC_MANAGER_PATH, MC_MANAGER_INTERFACE,
-                                        manager_signals[i].member, manager_signals[i].handler, t);
-                if (r < 0)
-                        return r;
-        }
-        r = sd_bus_match_signal(t->bus, NULL, MC_BUS_NAME, MC_MANAGER_PATH,
-                                "org.freedesktop.DBus.Properties", "PropertiesChanged",
-                                on_properties_changed, t);
-        if (r >= 0)
-                r = sd_bus_add_match(
-                        t->bus, NULL,
-                        "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
-                        "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" MC_BUS_NAME "'",
-                        on_name_owner_changed, t);
-        if (r >= 0)
-                r = sd_bus_match_signal(t->bus, NULL, "org.freedesktop.DBus.Local",
-                                        "/org/freedesktop/DBus/Local", "org.freedesktop.DBus.Local",
-                                        "Disconnected", on_disconnected, t);
-        return r;
-}
-
 int verb_top(int argc, char **argv)
 {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_event_unrefp) sd_event *event = NULL;
-        Top t = {.in_fd = -1};
+        g_autoptr(CtlWatch) w = NULL;
+        Top t = { .in_fd = -1 };
         sigset_t mask;
         int r;
 
@@ -548,74 +523,32 @@ int verb_top(int argc, char **argv)
         if (!t.tty) {
                 /* A pipe has no width: COLUMNS, else 80 columns, for the bars. */
                 const char *columns = getenv("COLUMNS");
-                long w = columns ? strtol(columns, NULL, 10) : 0;
+                long width = columns ? strtol(columns, NULL, 10) : 0;
 
-                t.width = w > 0 && w < 10000 ? (unsigned) w : 80;
+                t.width = width > 0 && width < 10000 ? (unsigned) width : 80;
         }
 
-        r = ctl_connect(&bus);
+        r = ctl_event_new(&event);
         if (r < 0)
                 return r;
-        t.bus = bus;
-
+        t.event = event;
         sigemptyset(&mask);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGWINCH);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-
-        r = sd_event_default(&event);
-        if (r >= 0)
-                r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
-        if (r >= 0)
-                r = sd_event_add_signal(event, NULL, SIGINT, on_exit_signal, NULL);
-        if (r >= 0)
-                r = sd_event_add_signal(event, NULL, SIGTERM, on_exit_signal, NULL);
-        if (r >= 0)
-                r = sd_event_add_signal(event, NULL, SIGHUP, on_exit_signal, NULL);
-        if (r >= 0)
-                r = sd_event_add_signal(event, NULL, SIGWINCH, on_winch, &t);
+        (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+        r = sd_event_add_signal(event, NULL, SIGWINCH, on_winch, &t);
         if (r < 0) {
                 ctl_log_error("Failed to set up the event loop: %s", strerror(-r));
-                goto finish;
+                return r;
         }
-        t.event = event;
-
-        r = setup(&t);
+        r = ctl_watch_new(event, ctl_args.n_hosts > 0 ? ctl_args.hosts[0] : NULL,
+                          CTL_WATCH_FOLLOW | CTL_WATCH_FIGURES, &callbacks, &t, &w);
         if (r < 0) {
-                ctl_log_error("Failed to subscribe to memcoordd's signals: %s", strerror(-r));
-                goto finish;
+                ctl_log_error("Failed to watch memcoordd: %s", strerror(-r));
+                return r;
         }
-        r = refresh(&t);
-        if (r < 0) {
-                ctl_log_error("Failed to read memcoordd's state: %s", t.error);
-                goto finish;
-        }
-
-        if (t.tty) {
-                enter_screen(&t);
-                if (t.in_fd >= 0) {
-                        r = sd_event_add_io(event, NULL, t.in_fd, EPOLLIN, on_input, &t);
-                        if (r < 0) {
-                                leave_screen(&t);
-                                ctl_log_error("Failed to watch the keyboard: %s", strerror(-r));
-                                goto finish;
-                        }
-                }
-        }
-        next_frame(&t);
-        r = sd_event_loop(event);
+        t.watch = w;
+        r = ctl_event_run(event);
         leave_screen(&t);
-        if (r > 0)
-                r = -EIO; /* the reason was logged */
-        else if (r < 0)
-                ctl_log_error("Event loop failed: %s", strerror(-r));
-finish:
-        leave_screen(&t);
-        if (bus)
-                (void) sd_bus_detach_event(bus);
-        clear_state(&t);
         g_free(t.error);
         for (size_t i = 0; i < TOP_EVENTS; i++)
                 g_free(t.events[i]);

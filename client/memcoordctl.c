@@ -32,6 +32,7 @@ typedef enum VerbFlags {
         VERB_DEFAULT = 1 << 0,       /* run when no verb is given */
         VERB_LIMIT_OPTIONS = 1 << 1, /* takes --min, --max, --weight */
         VERB_ITERATIONS = 1 << 2,    /* takes -n */
+        VERB_FLEET = 1 << 3,         /* takes several -H */
 } VerbFlags;
 
 typedef struct Verb {
@@ -44,24 +45,24 @@ typedef struct Verb {
 } Verb;
 
 static const Verb verbs[] = {
-        {"status", 0, 0, VERB_DEFAULT, verb_status, "",
-         "Show the daemon's settings, the host and every guest"},
-        {"domains", 0, 0, 0, verb_domains, "", "Show the guest table only"},
-        {"set-threshold", 2, 2, 0, verb_set_threshold, "domain|host SIZE",
-         "Set the domain or the host threshold"},
-        {"set-interval", 1, 1, 0, verb_set_interval, "SECONDS", "Set the time between two ticks"},
-        {"set-budget", 1, 1, 0, verb_set_budget, "SIZE|none",
-         "Cap the memory all guests hold together, or remove the cap"},
-        {"pause", 0, 0, 0, verb_pause, "", "Stop moving balloons (statistics are still read)"},
-        {"resume", 0, 0, 0, verb_resume, "", "Move balloons again"},
-        {"set-limits", 1, 1, VERB_LIMIT_OPTIONS, verb_set_limits,
-         "DOMAIN [--min SIZE] [--max SIZE] [--weight N]", "Set a guest's floor, cap and weight"},
-        {"exclude", 1, 1, 0, verb_exclude, "DOMAIN", "Never move this guest's balloon"},
-        {"include", 1, 1, 0, verb_include, "DOMAIN", "Manage this guest again"},
-        {"reload", 0, 0, 0, verb_reload, "", "Make memcoordd re-read its config file and state file"},
-        {"monitor", 0, 0, 0, verb_monitor, "",
-         "Print ticks, balloon changes and setting changes as they happen"},
-        {"top", 0, 0, VERB_ITERATIONS, verb_top, "[-n N]", "Live view of the guests (q quits)"},
+        { "status", 0, 0, VERB_DEFAULT | VERB_FLEET, verb_status, "",
+          "Show the daemon's settings, the host and every guest" },
+        { "domains", 0, 0, VERB_FLEET, verb_domains, "", "Show the guest table only" },
+        { "set-threshold", 2, 2, 0, verb_set_threshold, "domain|host SIZE",
+          "Set the domain or the host threshold" },
+        { "set-interval", 1, 1, 0, verb_set_interval, "SECONDS", "Set the time between two ticks" },
+        { "set-budget", 1, 1, 0, verb_set_budget, "SIZE|none",
+          "Cap the memory all guests hold together, or remove the cap" },
+        { "pause", 0, 0, 0, verb_pause, "", "Stop moving balloons (statistics are still read)" },
+        { "resume", 0, 0, 0, verb_resume, "", "Move balloons again" },
+        { "set-limits", 1, 1, VERB_LIMIT_OPTIONS, verb_set_limits,
+          "DOMAIN [--min SIZE] [--max SIZE] [--weight N]", "Set a guest's floor, cap and weight" },
+        { "exclude", 1, 1, 0, verb_exclude, "DOMAIN", "Never move this guest's balloon" },
+        { "include", 1, 1, 0, verb_include, "DOMAIN", "Manage this guest again" },
+        { "reload", 0, 0, 0, verb_reload, "", "Make memcoordd re-read its config file and state file" },
+        { "monitor", 0, 0, 0, verb_monitor, "",
+          "Print ticks, balloon changes and setting changes as they happen" },
+        { "top", 0, 0, VERB_ITERATIONS, verb_top, "[-n N]", "Live view of the guests (q quits)" },
 };
 
 static void help(void)
@@ -86,7 +87,8 @@ static void help(void)
                "     --json[=pretty|short]       Print JSON (sizes in bytes, times in microseconds);\n"
                "                                 monitor and top print one object per line\n"
                "     --no-legend                 Do not print column headings\n"
-               "  -H --host=[USER@]HOST          Talk to memcoordd on a remote host, over ssh\n"
+               "  -H --host=[USER@]HOST[:PORT]   Talk to memcoordd on a remote host, over ssh;\n"
+               "                                 status and domains take several (.host: this one)\n"
                "     --system                    Talk to memcoordd on the system bus (default)\n"
                "     --user                      Talk to memcoordd on the session bus\n"
                "     --min=SIZE|default          set-limits: the guest's floor\n"
@@ -96,12 +98,15 @@ static void help(void)
                "\n"
                "SIZE is bytes or a number with a binary suffix: 157286400, 100M, 1.5G.\n"
                "SECONDS is a number, optionally with a unit: 2, 0.5, 250ms.\n"
-               "Without a verb, memcoordctl runs status. Exit status: 0 on success, 1 on failure.\n"
+               "Without a verb, memcoordctl runs status. Exit status: 0 on success, 1 on failure;\n"
+               "with several hosts, 1 only when no host answered.\n"
                "See memcoordctl(1).\n");
 }
 
 static int parse_argv(int argc, char **argv)
 {
+        /* Lives as long as the program: ctl_args.hosts points into it. */
+        static GPtrArray *hosts = NULL;
         enum {
                 ARG_VERSION = 0x100,
                 ARG_JSON,
@@ -113,21 +118,23 @@ static int parse_argv(int argc, char **argv)
                 ARG_WEIGHT,
         };
         static const struct option options[] = {
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, ARG_VERSION},
-                {"json", optional_argument, NULL, ARG_JSON},
-                {"no-legend", no_argument, NULL, ARG_NO_LEGEND},
-                {"host", required_argument, NULL, 'H'},
-                {"system", no_argument, NULL, ARG_SYSTEM},
-                {"user", no_argument, NULL, ARG_USER},
-                {"min", required_argument, NULL, ARG_MIN},
-                {"max", required_argument, NULL, ARG_MAX},
-                {"weight", required_argument, NULL, ARG_WEIGHT},
-                {"iterations", required_argument, NULL, 'n'},
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "json", optional_argument, NULL, ARG_JSON },
+                { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
+                { "host", required_argument, NULL, 'H' },
+                { "system", no_argument, NULL, ARG_SYSTEM },
+                { "user", no_argument, NULL, ARG_USER },
+                { "min", required_argument, NULL, ARG_MIN },
+                { "max", required_argument, NULL, ARG_MAX },
+                { "weight", required_argument, NULL, ARG_WEIGHT },
+                { "iterations", required_argument, NULL, 'n' },
                 {},
         };
         int c;
 
+        if (!hosts)
+                hosts = g_ptr_array_new();
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":hH:n:", options, NULL)) >= 0) {
                 switch (c) {
@@ -155,7 +162,10 @@ static int parse_argv(int argc, char **argv)
                                 ctl_log_error("Invalid --host '': expected [USER@]HOST");
                                 return -EINVAL;
                         }
-                        ctl_args.host = optarg;
+                        if (!g_ptr_array_find_with_equal_func(hosts, optarg, g_str_equal, NULL))
+                                g_ptr_array_add(hosts, optarg);
+                        ctl_args.hosts = (const char **) hosts->pdata;
+                        ctl_args.n_hosts = hosts->len;
                         break;
                 case ARG_SYSTEM:
                         ctl_args.user = false;
@@ -208,7 +218,7 @@ static int parse_argv(int argc, char **argv)
                 }
                 }
         }
-        if (ctl_args.host && ctl_args.user) {
+        if (ctl_args.n_hosts > 0 && ctl_args.user) {
                 ctl_log_error("--host works with the system bus only, not with --user");
                 return -EINVAL;
         }
@@ -247,13 +257,17 @@ static int dispatch(int argc, char **argv)
                 ctl_log_error("--min, --max and --weight go with set-limits only");
                 return -EINVAL;
         }
+        if (!(verb->flags & VERB_FLEET) && ctl_args.n_hosts > 1) {
+                ctl_log_error("%s talks to one host; several --host go with status and domains", verb->name);
+                return -EINVAL;
+        }
         if (!(verb->flags & VERB_ITERATIONS) && ctl_args.iterations > 0) {
                 ctl_log_error("-n/--iterations goes with top only");
                 return -EINVAL;
         }
 
         if (argc <= 0) {
-                char *none[] = {(char *) verb->name, NULL};
+                char *none[] = { (char *) verb->name, NULL };
 
                 return verb->run(1, none);
         }

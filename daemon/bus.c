@@ -20,18 +20,11 @@ struct McBus {
         sd_bus_slot *slots[4];
 };
 
-#define CHECK_AUTH(m, error)                          \
-        do {                                          \
-                int _r = mc_auth_check((m), (error)); \
-                if (_r < 0)                           \
-                        return _r;                    \
-        } while (0)
-
-static char *domain_path(const McDomain *d)
+static char *domain_path(const McGuest *g)
 {
         char *path = NULL;
 
-        if (sd_bus_path_encode(MC_DOMAIN_PATH_PREFIX, d->uuid, &path) < 0)
+        if (sd_bus_path_encode(MC_DOMAIN_PATH_PREFIX, g->uuid, &path) < 0)
                 return NULL;
         return path;
 }
@@ -72,7 +65,7 @@ static int property_manager(sd_bus *bus, const char *path, const char *interface
         if (g_str_equal(property, "State"))
                 return sd_bus_message_append(reply, "s", mc_state_to_string(mc_manager_state(m)));
         if (g_str_equal(property, "Policy"))
-                return sd_bus_message_append(reply, "s", "seed");
+                return sd_bus_message_append(reply, "s", mc_policy_kind_to_string(p->kind));
         if (g_str_equal(property, "IntervalUSec"))
                 return sd_bus_message_append(reply, "t", m->config->interval_usec);
         if (g_str_equal(property, "DomainThresholdBytes"))
@@ -94,44 +87,36 @@ static int property_manager(sd_bus *bus, const char *path, const char *interface
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
-static uint64_t domain_target_kib(const McDomain *d)
-{
-        return d->target_kib > 0 ? d->target_kib : d->actual_kib;
-}
-
-static int method_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         McManager *m = userdata;
-        g_autofree McDomain **list = NULL;
+        g_autofree McGuest **list = NULL;
         size_t n;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r < 0)
                 return r;
         r = sd_bus_message_open_container(reply, 'a', "(ossstttttttttuts)");
         if (r < 0)
                 return r;
-        list = mc_manager_list_domains(m, &n);
+        list = mc_manager_list_guests(m, &n);
         for (size_t i = 0; i < n; i++) {
-                const McDomain *d = list[i];
-                g_autofree char *path = domain_path(d);
-                uint64_t min_kib, max_kib;
-                unsigned weight;
+                const McGuest *g = list[i];
+                g_autofree char *path = domain_path(g);
+                McGuestLimits l = mc_manager_guest_limits(m, g);
 
                 if (!path)
                         return -ENOMEM;
-                mc_manager_domain_limits(m, d, &min_kib, &max_kib, &weight, NULL);
                 r = sd_bus_message_append(
-                        reply, "(ossstttttttttuts)", path, d->name, d->uuid,
-                        mc_guest_status_to_string(d->status), mc_kib_to_bytes(d->actual_kib),
-                        mc_kib_to_bytes(domain_target_kib(d)), mc_kib_to_bytes(d->unused_kib),
-                        mc_kib_to_bytes(d->available_kib), mc_kib_to_bytes(d->usable_kib),
-                        mc_kib_to_bytes(d->max_kib), mc_kib_to_bytes(min_kib), mc_kib_to_bytes(max_kib),
-                        d->stats_age_usec, weight, d->last_change_usec,
-                        d->last_change_usec ? mc_reason_to_string(d->last_reason) : "");
+                        reply, "(ossstttttttttuts)", path, g->name, g->uuid,
+                        mc_guest_status_to_string(g->status), mc_kib_to_bytes(g->actual_kib),
+                        mc_kib_to_bytes(mc_guest_target_kib(g)), mc_kib_to_bytes(g->unused_kib),
+                        mc_kib_to_bytes(g->available_kib), mc_kib_to_bytes(g->usable_kib),
+                        mc_kib_to_bytes(g->max_kib), mc_kib_to_bytes(l.floor_kib),
+                        mc_kib_to_bytes(l.cap_kib), g->stats_age_usec, l.weight, g->last_change_usec,
+                        g->last_change_usec ? mc_reason_to_string(g->last_reason) : "");
                 if (r < 0)
                         return r;
         }
@@ -150,38 +135,38 @@ static int set_size(sd_bus_message *msg, McManager *m, sd_bus_error *error, Size
         uint64_t bytes;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "t", &bytes);
         if (r < 0)
                 return r;
+        if (bytes > MC_SIZE_MAX_BYTES)
+                return reply_error(error, -EINVAL, what, "a size must not exceed 4 PiB");
         r = setter(m, bytes_to_kib_up(bytes), &why);
         if (r < 0)
                 return reply_error(error, r, what, why);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_set_domain_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_domain_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         return set_size(msg, userdata, error, mc_manager_set_domain_threshold, "Domain threshold");
 }
 
-static int method_set_host_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_host_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         return set_size(msg, userdata, error, mc_manager_set_host_threshold, "Host threshold");
 }
 
-static int method_set_host_budget(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_host_budget(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         return set_size(msg, userdata, error, mc_manager_set_host_budget, "Host budget");
 }
 
-static int method_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *why = NULL;
         uint64_t usec;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "t", &usec);
         if (r < 0)
                 return r;
@@ -191,31 +176,30 @@ static int method_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_pause(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_pause(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-        CHECK_AUTH(msg, error);
         (void) mc_manager_set_paused(userdata, true);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-        CHECK_AUTH(msg, error);
         (void) mc_manager_set_paused(userdata, false);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *domain, *why = NULL;
         uint64_t min_bytes, max_bytes;
         uint32_t weight;
         int r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "sttu", &domain, &min_bytes, &max_bytes, &weight);
         if (r < 0)
                 return r;
+        if (min_bytes > MC_SIZE_MAX_BYTES || max_bytes > MC_SIZE_MAX_BYTES)
+                return reply_error(error, -EINVAL, domain, "a size must not exceed 4 PiB");
         r = mc_manager_set_domain_limits(userdata, domain, bytes_to_kib_up(min_bytes),
                                          bytes_to_kib_up(max_bytes), weight, &why);
         if (r < 0)
@@ -223,12 +207,11 @@ static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *domain;
         int excluded, r;
 
-        CHECK_AUTH(msg, error);
         r = sd_bus_message_read(msg, "sb", &domain, &excluded);
         if (r < 0)
                 return r;
@@ -238,21 +221,72 @@ static int method_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bu
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+static int do_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         g_autoptr(GError) e = NULL;
 
-        CHECK_AUTH(msg, error);
         if (mc_manager_reload(userdata, &e) < 0)
                 return sd_bus_error_setf(error, MC_ERROR_BAD_CONFIG, "%s", e ? e->message : "reload failed");
         return sd_bus_reply_method_return(msg, NULL);
+}
+
+/* Every method passes the one gate (auth.c) first; its second half runs when the gate says
+ * yes, which may be later, once polkit has answered. */
+static int method_list_domains(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_list_domains, userdata, error);
+}
+
+static int method_set_domain_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_threshold, userdata, error);
+}
+
+static int method_set_host_threshold(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_host_threshold, userdata, error);
+}
+
+static int method_set_host_budget(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_host_budget, userdata, error);
+}
+
+static int method_set_interval(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_interval, userdata, error);
+}
+
+static int method_pause(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_pause, userdata, error);
+}
+
+static int method_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_resume, userdata, error);
+}
+
+static int method_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_limits, userdata, error);
+}
+
+static int method_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_set_domain_excluded, userdata, error);
+}
+
+static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return mc_auth_gate(msg, do_reload, userdata, error);
 }
 
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("State", "s", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Policy", "s", property_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Policy", "s", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("IntervalUSec", "t", property_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("DomainThresholdBytes", "t", property_manager, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -294,19 +328,24 @@ static const sd_bus_vtable manager_vtable[] = {
 
 /* ---- org.memcoord1.Domain ---- */
 
+static McGuest *guest_of_path(McManager *m, const char *path)
+{
+        g_autofree char *uuid = NULL;
+
+        if (sd_bus_path_decode(path, MC_DOMAIN_PATH_PREFIX, &uuid) <= 0 || !uuid)
+                return NULL;
+        return g_hash_table_lookup(m->guests, uuid);
+}
+
 static int find_domain(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                        sd_bus_error *error)
 {
         McManager *m = userdata;
-        g_autofree char *uuid = NULL;
-        McDomain *d;
 
-        if (sd_bus_path_decode(path, MC_DOMAIN_PATH_PREFIX, &uuid) <= 0 || !uuid)
+        if (!guest_of_path(m, path))
                 return 0;
-        d = g_hash_table_lookup(m->domains, uuid);
-        if (!d)
-                return 0;
-        *found = d;
+        /* The getters look the guest up again by path: they need the manager too. */
+        *found = m;
         return 1;
 }
 
@@ -314,10 +353,10 @@ static int enumerate_domains(sd_bus *bus, const char *prefix, void *userdata, ch
                              sd_bus_error *error)
 {
         McManager *m = userdata;
-        g_autofree McDomain **list = NULL;
+        g_autofree McGuest **list = NULL;
         size_t n;
 
-        list = mc_manager_list_domains(m, &n);
+        list = mc_manager_list_guests(m, &n);
         /* sd-bus frees the array with free(): allocate with malloc. */
         char **paths = calloc(n + 1, sizeof(char *));
         if (!paths)
@@ -336,12 +375,12 @@ static int enumerate_domains(sd_bus *bus, const char *prefix, void *userdata, ch
 static int property_domain(sd_bus *bus, const char *path, const char *interface, const char *property,
                            sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
-        McDomain *d = userdata;
-        uint64_t min_kib, max_kib;
-        unsigned weight;
-        bool excluded;
+        McManager *m = userdata;
+        const McGuest *d = guest_of_path(m, path);
 
-        mc_manager_domain_limits(d->manager, d, &min_kib, &max_kib, &weight, &excluded);
+        if (!d)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_OBJECT, "No guest at %s", path);
+        McGuestLimits l = mc_manager_guest_limits(m, d);
         if (g_str_equal(property, "Name"))
                 return sd_bus_message_append(reply, "s", d->name);
         if (g_str_equal(property, "UUID"))
@@ -351,7 +390,7 @@ static int property_domain(sd_bus *bus, const char *path, const char *interface,
         if (g_str_equal(property, "ActualBytes"))
                 return sd_bus_message_append(reply, "t", mc_kib_to_bytes(d->actual_kib));
         if (g_str_equal(property, "TargetBytes"))
-                return sd_bus_message_append(reply, "t", mc_kib_to_bytes(domain_target_kib(d)));
+                return sd_bus_message_append(reply, "t", mc_kib_to_bytes(mc_guest_target_kib(d)));
         if (g_str_equal(property, "UnusedBytes"))
                 return sd_bus_message_append(reply, "t", mc_kib_to_bytes(d->unused_kib));
         if (g_str_equal(property, "AvailableBytes"))
@@ -359,13 +398,13 @@ static int property_domain(sd_bus *bus, const char *path, const char *interface,
         if (g_str_equal(property, "UsableBytes"))
                 return sd_bus_message_append(reply, "t", mc_kib_to_bytes(d->usable_kib));
         if (g_str_equal(property, "MaxBytes"))
-                return sd_bus_message_append(reply, "t", mc_kib_to_bytes(max_kib));
+                return sd_bus_message_append(reply, "t", mc_kib_to_bytes(l.cap_kib));
         if (g_str_equal(property, "MinBytes"))
-                return sd_bus_message_append(reply, "t", mc_kib_to_bytes(min_kib));
+                return sd_bus_message_append(reply, "t", mc_kib_to_bytes(l.floor_kib));
         if (g_str_equal(property, "Weight"))
-                return sd_bus_message_append(reply, "u", weight);
+                return sd_bus_message_append(reply, "u", l.weight);
         if (g_str_equal(property, "Excluded"))
-                return sd_bus_message_append(reply, "b", excluded);
+                return sd_bus_message_append(reply, "b", d->excluded);
         if (g_str_equal(property, "StatsAgeUSec"))
                 return sd_bus_message_append(reply, "t", d->stats_age_usec);
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
@@ -391,43 +430,58 @@ static const sd_bus_vtable domain_vtable[] = {
 
 /* ---- manager listener: state changes become signals ---- */
 
-static void on_domain_added(void *userdata, McDomain *d)
+static void on_guest_added(void *userdata, McGuest *g)
 {
         McBus *b = userdata;
-        g_autofree char *path = domain_path(d);
+        g_autofree char *path = domain_path(g);
 
         if (path)
                 (void) sd_bus_emit_object_added(b->bus, path);
 }
 
-static void on_domain_removed(void *userdata, McDomain *d)
+static void on_guest_removed(void *userdata, McGuest *g)
 {
         McBus *b = userdata;
-        g_autofree char *path = domain_path(d);
+        g_autofree char *path = domain_path(g);
 
         if (path)
                 (void) sd_bus_emit_object_removed(b->bus, path);
 }
 
-static void on_domain_changed(void *userdata, McDomain *d)
+/* The one place where what changed becomes property names. */
+static void on_guest_changed(void *userdata, McGuest *g, unsigned changes)
 {
         McBus *b = userdata;
-        g_autofree char *path = domain_path(d);
+        g_autofree char *path = domain_path(g);
+        const char *names[8];
+        size_t n = 0;
 
-        if (path)
-                (void) sd_bus_emit_properties_changed(b->bus, path, MC_DOMAIN_INTERFACE, "Name", "Status",
-                                                      "MaxBytes", "MinBytes", "Weight", "Excluded", NULL);
+        if (changes & MC_GUEST_CHANGED_NAME)
+                names[n++] = "Name";
+        if (changes & MC_GUEST_CHANGED_STATUS)
+                names[n++] = "Status";
+        if (changes & (MC_GUEST_CHANGED_MAX | MC_GUEST_CHANGED_LIMITS))
+                names[n++] = "MaxBytes";
+        if (changes & MC_GUEST_CHANGED_LIMITS) {
+                names[n++] = "MinBytes";
+                names[n++] = "Weight";
+                names[n++] = "Excluded";
+        }
+        names[n] = NULL;
+        if (path && n > 0)
+                (void) sd_bus_emit_properties_changed_strv(b->bus, path, MC_DOMAIN_INTERFACE,
+                                                           (char **) names);
 }
 
-static void on_balloon_changed(void *userdata, McDomain *d, uint64_t from_kib, uint64_t to_kib,
+static void on_balloon_changed(void *userdata, McGuest *g, uint64_t from_kib, uint64_t to_kib,
                                McReason reason)
 {
         McBus *b = userdata;
-        g_autofree char *path = domain_path(d);
+        g_autofree char *path = domain_path(g);
 
         if (path)
                 (void) sd_bus_emit_signal(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE, "BalloonChanged",
-                                          "ostts", path, d->name, mc_kib_to_bytes(from_kib),
+                                          "ostts", path, g->name, mc_kib_to_bytes(from_kib),
                                           mc_kib_to_bytes(to_kib), mc_reason_to_string(reason));
 }
 
@@ -440,23 +494,46 @@ static void on_tick_completed(void *userdata, uint64_t tick, uint64_t host_free_
                                   tick, mc_kib_to_bytes(host_free_kib), managed, changed);
 }
 
-static void on_properties_changed(void *userdata, const char *const *names)
+static const struct {
+        McManagerChange change;
+        const char *property;
+} manager_properties[] = {
+        { MC_MANAGER_CHANGED_STATE, "State" },
+        { MC_MANAGER_CHANGED_HOST, "HostFreeBytes" },
+        { MC_MANAGER_CHANGED_HOST, "HostTotalBytes" },
+        { MC_MANAGER_CHANGED_TICK, "TickCount" },
+        { MC_MANAGER_CHANGED_INTERVAL, "IntervalUSec" },
+        { MC_MANAGER_CHANGED_DOMAIN_THRESHOLD, "DomainThresholdBytes" },
+        { MC_MANAGER_CHANGED_HOST_THRESHOLD, "HostThresholdBytes" },
+        { MC_MANAGER_CHANGED_HOST_BUDGET, "HostBudgetBytes" },
+        { MC_MANAGER_CHANGED_DRY_RUN, "DryRun" },
+        { MC_MANAGER_CHANGED_POLICY, "Policy" },
+};
+
+static void on_manager_changed(void *userdata, unsigned changes)
 {
         McBus *b = userdata;
+        const char *names[ELEMENTSOF(manager_properties) + 1];
+        size_t n = 0;
 
-        (void) sd_bus_emit_properties_changed_strv(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE,
-                                                   (char **) names);
+        for (size_t i = 0; i < ELEMENTSOF(manager_properties); i++)
+                if (changes & manager_properties[i].change)
+                        names[n++] = manager_properties[i].property;
+        names[n] = NULL;
+        if (n > 0)
+                (void) sd_bus_emit_properties_changed_strv(b->bus, MC_MANAGER_PATH, MC_MANAGER_INTERFACE,
+                                                           (char **) names);
 }
 
 int mc_bus_new(sd_bus *bus, McManager *m, McBus **ret)
 {
         static const McManagerListener listener = {
-                .domain_added = on_domain_added,
-                .domain_removed = on_domain_removed,
-                .domain_changed = on_domain_changed,
+                .guest_added = on_guest_added,
+                .guest_removed = on_guest_removed,
+                .guest_changed = on_guest_changed,
                 .balloon_changed = on_balloon_changed,
                 .tick_completed = on_tick_completed,
-                .properties_changed = on_properties_changed,
+                .manager_changed = on_manager_changed,
         };
         McBus *b = g_new0(McBus, 1);
         int r;
@@ -496,6 +573,8 @@ McBus *mc_bus_free(McBus *b)
 {
         if (!b)
                 return NULL;
+        /* Pending checks hold calls that hold the bus, and would run handlers on a freed manager. */
+        mc_auth_cancel_all();
         if (b->manager)
                 mc_manager_set_listener(b->manager, NULL, NULL);
         for (size_t i = 0; i < ELEMENTSOF(b->slots); i++)

@@ -318,9 +318,8 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
                                      : parse_fail(p, GROUP_COORDINATOR, k,
                                                   "Paused: kept in the state file only (memcoordctl pause)");
                         seen |= MC_KEY_PAUSED;
-                } else if (p->state && (g_str_equal(k, "DefaultMin") || g_str_equal(k, "DeadBand") ||
-                                        g_str_equal(k, "ClaimFraction") || g_str_equal(k, "GrantFactor") ||
-                                        g_str_equal(k, "DryRun") || g_str_equal(k, "URI")))
+                } else if (p->state)
+                        /* Any other key is the config file's alone. */
                         ok = parse_fail(p, GROUP_COORDINATOR, k,
                                         "%s: not a setting of the state file (set it in the config file)",
                                         k);
@@ -334,7 +333,16 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
                         ok = get_double(p, GROUP_COORDINATOR, k, 1.0, 16.0, &policy.grant_factor);
                 else if (g_str_equal(k, "DryRun"))
                         ok = get_bool(p, GROUP_COORDINATOR, k, &dry_run);
-                else if (g_str_equal(k, "URI")) {
+                else if (g_str_equal(k, "Policy")) {
+                        g_autofree char *name = NULL;
+                        ok = get_string(p, GROUP_COORDINATOR, k, &name);
+                        int kind = ok ? mc_policy_kind_from_string(name) : -1;
+                        if (ok && kind < 0)
+                                ok = parse_fail(p, GROUP_COORDINATOR, k,
+                                                "Policy: '%s' is not a policy (adaptive or seed)", name);
+                        if (ok)
+                                policy.kind = (McPolicyKind) kind;
+                } else if (g_str_equal(k, "URI")) {
                         g_free(uri);
                         uri = NULL;
                         ok = get_string(p, GROUP_COORDINATOR, k, &uri);

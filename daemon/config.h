@@ -60,7 +60,6 @@ typedef struct McConfigOverrides {
         bool dry_run;           /* true = --dry-run; false leaves the files' DryRun */
 } McConfigOverrides;
 
-#define MC_DEFAULT_WEIGHT 100U
 #define MC_INTERVAL_MIN_USEC UINT64_C(100000)     /* 0.1 s */
 #define MC_INTERVAL_MAX_USEC UINT64_C(3600000000) /* 1 h */
 #define MC_WEIGHT_MAX 10000U

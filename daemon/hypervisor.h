@@ -2,35 +2,31 @@
 #pragma once
 
 /*
- * The one boundary to libvirt. Everything above it sees plain structs, KiB and -errno; every
- * libvirt error is translated here, once, into -errno plus a message kept in the handle.
+ * The hypervisor, as the manager sees it: an ops table with two implementations, libvirt
+ * (hypervisor-libvirt.c, the only libvirt code) and the simulator (hypervisor-sim.c, a
+ * deterministic host and guests on a virtual clock). The manager cannot tell them apart.
+ * Everything above this boundary sees plain structs, KiB and -errno; each implementation
+ * translates its errors once, into -errno plus a message kept in the handle.
+ *
+ * A lost connection is reported to the manager from a deferred event, never from inside a
+ * call: the caller of a failing call only sees -ENOTCONN, and its guests stay valid until the
+ * tick has returned.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
+#include <time.h>
+
+#include "guest.h"
 
 typedef struct McHypervisor McHypervisor;
 
-#define MC_UUID_STRLEN 37
-
-typedef struct McDomainStats {
-        char uuid[MC_UUID_STRLEN];
-        char *name;
-        bool has_balloon; /* balloon stats present (driver loaded, stats period set) */
-        uint64_t actual_kib;
-        uint64_t unused_kib;
-        uint64_t available_kib;
-        uint64_t usable_kib;
-        uint64_t max_kib;
-        int64_t last_update; /* guest's stamp, epoch seconds; 0 = none */
-} McDomainStats;
-
 typedef struct McHostMemory {
         uint64_t total_kib;
-        uint64_t free_kib; /* free + buffers + cached, or /proc/meminfo MemAvailable */
-        bool from_proc;    /* the driver had no node stats */
+        uint64_t free_kib; /* this host: MemAvailable; a remote one: libvirt's free + buffers + cached */
+        bool from_proc;    /* read from this host's /proc/meminfo */
 } McHostMemory;
 
 typedef struct McCallCounters {
@@ -46,10 +42,30 @@ typedef enum McDomainEvent {
 
 typedef struct McHypervisorCallbacks {
         void (*domain_event)(void *userdata, const char *uuid, const char *name, McDomainEvent event);
+        /* Called from a deferred event, outside every other call of this interface. */
         void (*connection_changed)(void *userdata, bool connected);
 } McHypervisorCallbacks;
 
-/* The event loop must have been registered with mc_libvirt_event_register() before. */
+/* What an implementation provides. impl is its own state. */
+typedef struct McHypervisorOps {
+        const char *name; /* "libvirt", "sim" */
+        /* Sets up h->impl from h->uri; opens nothing. Errors say why in h->error. */
+        int (*init)(McHypervisor *h);
+        int (*connect)(McHypervisor *h);
+        void (*disconnect)(McHypervisor *h);
+        int (*collect)(McHypervisor *h, unsigned stats_period_sec, McReading **ret, size_t *ret_n);
+        int (*host_memory)(McHypervisor *h, McHostMemory *ret);
+        int (*set_target)(McHypervisor *h, const char *uuid, uint64_t kib);
+        /* The clock the guests live on; NULL = the host's clocks. */
+        uint64_t (*now)(McHypervisor *h, clockid_t clock);
+        void (*free)(McHypervisor *h);
+} McHypervisorOps;
+
+/*
+ * Opens nothing yet: picks the implementation from the URI ("sim:FILE" is the simulator,
+ * anything else libvirt). For libvirt the event loop must have been registered with
+ * mc_libvirt_event_register() before.
+ */
 int mc_hypervisor_new(sd_event *e, const char *uri, const McHypervisorCallbacks *cb, void *userdata,
                       McHypervisor **ret);
 McHypervisor *mc_hypervisor_free(McHypervisor *h);
@@ -58,22 +74,64 @@ McHypervisor *mc_hypervisor_free(McHypervisor *h);
 int mc_hypervisor_connect(McHypervisor *h);
 bool mc_hypervisor_is_connected(const McHypervisor *h);
 const char *mc_hypervisor_uri(const McHypervisor *h);
+const char *mc_hypervisor_kind(const McHypervisor *h);
 /* The driver's balloon stamps are synthetic (libvirt's test driver): see freshness.h. */
 bool mc_hypervisor_stamps_synthetic(const McHypervisor *h);
+/* Virtual seconds per real second (the simulator's --sim-speed); 1 otherwise. */
+double mc_hypervisor_speed(const McHypervisor *h);
+/* Now, in microseconds, on the guests' clock (monotonic or realtime). */
+uint64_t mc_hypervisor_now(McHypervisor *h, clockid_t clock);
 
 /* The message of the last failure, for the caller's log line. */
 const char *mc_hypervisor_error(const McHypervisor *h);
+/* The calls of the last collect, host_memory and set_target since the last reset. */
+const McCallCounters *mc_hypervisor_calls(const McHypervisor *h);
+void mc_hypervisor_reset_calls(McHypervisor *h);
 
 /*
- * Stats of every running guest: one bulk call, plus one per-guest call only for a guest whose
- * bulk record has no balloon fields. Also enables the balloon stats period (never 0) on guests
- * seen for the first time. The array is freed with mc_domain_stats_free_array().
+ * Readings of every running guest. A guest held by a job is reported busy, not waited for.
+ * Also enables the balloon stats period (never 0) on guests whose stats do not flow. Free the
+ * array with mc_readings_free().
  */
-int mc_hypervisor_collect(McHypervisor *h, unsigned stats_period_sec, McDomainStats **ret, size_t *ret_n,
-                          McCallCounters *counters);
-void mc_domain_stats_free_array(McDomainStats *stats, size_t n);
-
-int mc_hypervisor_host_memory(McHypervisor *h, McHostMemory *ret, McCallCounters *counters);
-
+int mc_hypervisor_collect(McHypervisor *h, unsigned stats_period_sec, McReading **ret, size_t *ret_n);
+int mc_hypervisor_host_memory(McHypervisor *h, McHostMemory *ret);
 /* Sets the live balloon target of a guest seen by the last collect. */
-int mc_hypervisor_set_target(McHypervisor *h, const char *uuid, uint64_t kib, McCallCounters *counters);
+int mc_hypervisor_set_target(McHypervisor *h, const char *uuid, uint64_t kib);
+
+/* ---- for implementations ---- */
+
+struct McHypervisor {
+        const McHypervisorOps *ops;
+        void *impl;
+        sd_event *event;
+        char *uri;
+        McHypervisorCallbacks cb;
+        void *userdata;
+
+        bool connected;
+        bool synthetic_stamps;
+        double speed;
+        McCallCounters calls;
+        sd_event_source *reconnect_source;
+        uint64_t backoff_usec;
+        sd_event_source *notify_source; /* deferred connection_changed */
+        bool notify_pending;
+        bool notified_connected; /* what the manager was last told */
+        char error[512];
+};
+
+/* Sets the message of the last failure; returns r. */
+int mc_hypervisor_fail(McHypervisor *h, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The connection is up / lost: tells the manager from a deferred event, schedules a reconnect
+ * when lost. */
+void mc_hypervisor_connected(McHypervisor *h);
+void mc_hypervisor_lost(McHypervisor *h);
+void mc_hypervisor_domain_event(McHypervisor *h, const char *uuid, const char *name, McDomainEvent event);
+
+extern const McHypervisorOps mc_hypervisor_libvirt_ops;
+
+/* This host's memory from a meminfo file: MemTotal and MemAvailable. The libvirt backend
+ * reads mc_meminfo_path ("/proc/meminfo"; tests point it elsewhere) for a local URI. */
+extern const char *mc_meminfo_path;
+int mc_read_meminfo(const char *path, McHostMemory *ret);
+extern const McHypervisorOps mc_hypervisor_sim_ops;

@@ -235,6 +235,8 @@ static int run(int argc, char **argv)
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
+        /* A write to a libvirtd that just died must fail with EPIPE, not kill us. */
+        (void) signal(SIGPIPE, SIG_IGN);
 
         r = sd_event_default(&event);
         if (r < 0) {

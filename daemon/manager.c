@@ -25,86 +25,117 @@ const char *mc_state_to_string(McState s)
         return s >= 0 && s < _MC_STATE_MAX ? state_table[s] : NULL;
 }
 
-static uint64_t now_usec(clockid_t clock)
+static uint64_t now_usec(const McManager *m, clockid_t clock)
 {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * MC_USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+        return mc_hypervisor_now(m->hypervisor, clock);
 }
 
-static void domain_free(gpointer p)
+static void guest_free(gpointer p)
 {
-        McDomain *d = p;
+        McGuest *g = p;
 
-        if (!d)
+        if (!g)
                 return;
-        g_free(d->uuid);
-        g_free(d->name);
-        g_free(d);
+        mc_guest_clear(g);
+        g_free(g);
 }
 
-static void notify_properties(McManager *m, const char *const *names)
+static void notify_manager(McManager *m, unsigned changes)
 {
-        if (m->listener.properties_changed)
-                m->listener.properties_changed(m->listener_userdata, names);
+        if (changes && m->listener.manager_changed)
+                m->listener.manager_changed(m->listener_userdata, changes);
 }
 
-#define NOTIFY(m, ...) notify_properties((m), (const char *const[]){ __VA_ARGS__, NULL })
-
-static McDomain *add_domain(McManager *m, const char *uuid, const char *name)
+static void notify_guest(McManager *m, McGuest *g, unsigned changes)
 {
-        McDomain *d = g_new0(McDomain, 1);
-
-        d->manager = m;
-        d->uuid = g_strdup(uuid);
-        d->name = g_strdup(name ? name : uuid);
-        d->status = MC_GUEST_STALE;
-        d->seen = m->generation;
-        g_hash_table_insert(m->domains, d->uuid, d);
-        mc_log_info("%s: now watched", d->name);
-        if (m->listener.domain_added)
-                m->listener.domain_added(m->listener_userdata, d);
-        return d;
+        changes &= ~(unsigned) MC_GUEST_FIGURES;
+        if (changes && m->listener.guest_changed)
+                m->listener.guest_changed(m->listener_userdata, g, changes);
 }
 
-static void remove_domain(McManager *m, McDomain *d)
+/* The guest's limits as configured: the config file and the state file, by name. */
+static unsigned apply_config_limits(const McManager *m, McGuest *g)
 {
-        mc_log_info("%s: gone", d->name);
-        if (m->listener.domain_removed)
-                m->listener.domain_removed(m->listener_userdata, d);
-        g_hash_table_remove(m->domains, d->uuid);
+        const McDomainConfig *c = mc_config_get_domain(m->config, g->name);
+        uint64_t min = c ? c->min_kib : 0, max = c ? c->max_kib : 0;
+        unsigned weight = c ? c->weight : 0;
+        bool excluded = c && c->excluded;
+        unsigned changes = 0;
+
+        if (g->min_kib != min || g->limit_max_kib != max || g->weight != weight || g->excluded != excluded)
+                changes |= MC_GUEST_CHANGED_LIMITS;
+        g->min_kib = min;
+        g->limit_max_kib = max;
+        g->weight = weight;
+        if (g->excluded != excluded)
+                changes |= mc_guest_set_excluded(g, excluded);
+        return changes;
 }
 
-static void remove_all_domains(McManager *m)
+static McGuest *add_guest(McManager *m, const char *uuid, const char *name)
 {
-        g_autofree McDomain **list = NULL;
+        McGuest *g = g_new0(McGuest, 1);
+
+        mc_guest_init(g, uuid, name);
+        (void) apply_config_limits(m, g);
+        g_hash_table_insert(m->guests, g->uuid, g);
+        mc_log_info("%s: now watched", g->name);
+        if (m->listener.guest_added)
+                m->listener.guest_added(m->listener_userdata, g);
+        return g;
+}
+
+static void remove_guest(McManager *m, McGuest *g)
+{
+        mc_log_info("%s: gone", g->name);
+        if (m->listener.guest_removed)
+                m->listener.guest_removed(m->listener_userdata, g);
+        g_hash_table_remove(m->guests, g->uuid);
+}
+
+static void remove_all_guests(McManager *m)
+{
+        g_autofree McGuest **list = NULL;
         size_t n;
 
-        list = mc_manager_list_domains(m, &n);
+        list = mc_manager_list_guests(m, &n);
         for (size_t i = 0; i < n; i++)
-                remove_domain(m, list[i]);
+                remove_guest(m, list[i]);
 }
 
 static void on_domain_event(void *userdata, const char *uuid, const char *name, McDomainEvent event)
 {
         McManager *m = userdata;
-        McDomain *d = g_hash_table_lookup(m->domains, uuid);
+        McGuest *g = g_hash_table_lookup(m->guests, uuid);
 
-        /* Show the guest at once; its stats arrive with the next tick. */
-        if (event == MC_DOMAIN_EVENT_STARTED && !d)
-                (void) add_domain(m, uuid, name);
-        else if (event == MC_DOMAIN_EVENT_STOPPED && d)
-                remove_domain(m, d);
+        /* Events are dispatched from the loop, never inside a tick. Show the guest at once;
+         * its stats arrive with the next tick. */
+        g_assert(!m->in_tick);
+        if (event == MC_DOMAIN_EVENT_STARTED && !g)
+                (void) add_guest(m, uuid, name);
+        else if (event == MC_DOMAIN_EVENT_STOPPED && g)
+                remove_guest(m, g);
 }
 
+static int read_guests(McManager *m, McObserveContext *ctx);
+
+/* Called from a deferred event: never while a tick uses the guests. */
 static void on_connection_changed(void *userdata, bool connected)
 {
         McManager *m = userdata;
 
+        g_assert(!m->in_tick);
+        m->connected = connected;
         if (!connected)
-                remove_all_domains(m);
-        NOTIFY(m, "State");
+                remove_all_guests(m);
+        notify_manager(m, MC_MANAGER_CHANGED_STATE);
+        /* Show the guests now, not one interval later; decisions wait for the tick. */
+        if (connected) {
+                McObserveContext ctx;
+                m->in_tick = true;
+                (void) read_guests(m, &ctx);
+                m->in_tick = false;
+        }
 }
 
 int mc_manager_new(sd_event *e, McConfig *config, const char *config_path, const char *state_path,
@@ -122,7 +153,7 @@ int mc_manager_new(sd_event *e, McConfig *config, const char *config_path, const
         m->config_path = g_strdup(config_path);
         m->state_path = g_strdup(state_path);
         m->paused = config->paused;
-        m->domains = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, domain_free);
+        m->guests = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, guest_free);
         r = mc_hypervisor_new(e, config->uri, &callbacks, m, &m->hypervisor);
         if (r < 0)
                 return r;
@@ -138,7 +169,7 @@ McManager *mc_manager_free(McManager *m)
         /* No listener calls while tearing down. */
         m->listener = (McManagerListener){};
         mc_hypervisor_free(m->hypervisor);
-        g_hash_table_unref(m->domains);
+        g_hash_table_unref(m->guests);
         mc_config_free(m->config);
         g_free(m->config_path);
         g_free(m->state_path);
@@ -161,281 +192,264 @@ void mc_manager_set_listener(McManager *m, const McManagerListener *l, void *use
 
 McState mc_manager_state(const McManager *m)
 {
-        if (!mc_hypervisor_is_connected(m->hypervisor))
+        /* As the manager was told, from the loop: the guests and the state agree. */
+        if (!m->connected)
                 return MC_STATE_DISCONNECTED;
         return m->paused ? MC_STATE_PAUSED : MC_STATE_RUNNING;
 }
 
 static int compare_by_name(const void *a, const void *b)
 {
-        const McDomain *x = *(McDomain *const *) a, *y = *(McDomain *const *) b;
+        const McGuest *x = *(McGuest *const *) a, *y = *(McGuest *const *) b;
         int c = strcmp(x->name, y->name);
 
         return c != 0 ? c : strcmp(x->uuid, y->uuid);
 }
 
-McDomain **mc_manager_list_domains(McManager *m, size_t *ret_n)
+McGuest **mc_manager_list_guests(McManager *m, size_t *ret_n)
 {
-        guint n = g_hash_table_size(m->domains);
-        McDomain **list = g_new0(McDomain *, n + 1);
+        guint n = g_hash_table_size(m->guests);
+        McGuest **list = g_new0(McGuest *, n + 1);
         GHashTableIter it;
         gpointer v;
         size_t i = 0;
 
-        g_hash_table_iter_init(&it, m->domains);
+        g_hash_table_iter_init(&it, m->guests);
         while (g_hash_table_iter_next(&it, NULL, &v))
                 list[i++] = v;
-        qsort(list, n, sizeof(McDomain *), compare_by_name);
+        qsort(list, n, sizeof(McGuest *), compare_by_name);
         *ret_n = n;
         return list;
 }
 
-McDomain *mc_manager_find_domain(McManager *m, const char *name_or_uuid)
+McGuest *mc_manager_find_guest(McManager *m, const char *name_or_uuid)
 {
-        McDomain *d = g_hash_table_lookup(m->domains, name_or_uuid);
+        McGuest *g = g_hash_table_lookup(m->guests, name_or_uuid);
         GHashTableIter it;
         gpointer v;
 
-        if (d)
-                return d;
-        g_hash_table_iter_init(&it, m->domains);
+        if (g)
+                return g;
+        g_hash_table_iter_init(&it, m->guests);
         while (g_hash_table_iter_next(&it, NULL, &v))
-                if (g_str_equal(((McDomain *) v)->name, name_or_uuid))
+                if (g_str_equal(((McGuest *) v)->name, name_or_uuid))
                         return v;
         return NULL;
 }
 
-void mc_manager_domain_limits(const McManager *m, const McDomain *d, uint64_t *min_kib, uint64_t *max_kib,
-                              unsigned *weight, bool *excluded)
+McGuestLimits mc_manager_guest_limits(const McManager *m, const McGuest *g)
 {
-        const McDomainConfig *c = mc_config_get_domain(m->config, d->name);
-
-        if (min_kib)
-                *min_kib = c && c->min_kib ? c->min_kib : m->config->policy.default_min_kib;
-        if (max_kib)
-                *max_kib = c && c->max_kib ? c->max_kib : d->max_kib;
-        if (weight)
-                *weight = c && c->weight ? c->weight : MC_DEFAULT_WEIGHT;
-        if (excluded)
-                *excluded = c && c->excluded;
+        return mc_guest_limits(m->config->policy.default_min_kib, g);
 }
 
-/* Folds one stats reading into the guest's record. */
-static void update_domain(McManager *m, McDomain *d, const McDomainStats *st, uint64_t now_mono,
-                          uint64_t now_real)
+static void log_status(const McGuest *g)
 {
-        const McDomainConfig *c = mc_config_get_domain(m->config, d->name);
-        uint64_t band = m->config->policy.dead_band_kib;
-        McGuestStatus old_status = d->status;
-        bool fresh = false;
-
-        if (!g_str_equal(d->name, st->name)) {
-                g_free(d->name);
-                d->name = g_strdup(st->name);
-        }
-        d->seen = m->generation;
-        d->max_kib = st->max_kib;
-        if (st->has_balloon) {
-                McFreshnessInput in = {
-                        .last_update = st->last_update,
-                        .now_mono_usec = now_mono,
-                        .now_real_usec = now_real,
-                        .max_age_usec = mc_freshness_max_age(m->config->interval_usec),
-                        .synthetic = mc_hypervisor_stamps_synthetic(m->hypervisor),
-                };
-                fresh = mc_freshness_update(&d->freshness, &in, &d->stats_age_usec);
-                d->has_prev = d->has_stats;
-                d->prev_actual_kib = d->actual_kib;
-                d->prev_unused_kib = d->unused_kib;
-                d->actual_kib = st->actual_kib;
-                d->unused_kib = st->unused_kib;
-                d->available_kib = st->available_kib;
-                d->usable_kib = st->usable_kib;
-                d->has_stats = true;
-        } else {
-                d->freshness = (McFreshness){};
-                d->stats_age_usec = UINT64_MAX;
-                d->has_prev = false;
-                if (st->actual_kib > 0)
-                        d->actual_kib = st->actual_kib;
-        }
-
-        if (!st->has_balloon)
-                d->status = MC_GUEST_NO_BALLOON;
-        else if (c && c->excluded)
-                d->status = MC_GUEST_EXCLUDED;
-        else if (!fresh)
-                d->status = MC_GUEST_STALE;
-        else
-                d->status = MC_GUEST_MANAGED;
-        if (d->status != old_status && d->status != MC_GUEST_MANAGED)
-                mc_log_info("%s: %s, left alone", d->name, mc_guest_status_to_string(d->status));
-
-        /*
-         * Our last target: overtaken by the guest, reached, or given up. The guest overtook it
-         * when its balloon grew past it (or grew with no target of ours): autodeflate under
-         * memory pressure. Such a guest is taken as it now is, not pushed back this tick.
-         */
-        d->moved_externally = false;
-        if (d->status != MC_GUEST_MANAGED) {
-                /* The policy counts a pending grant as in flight whatever the status: only
-                 * as long as it may still land. */
-                if (d->target_kib > 0 && now_mono - d->target_set_usec > TARGET_GIVE_UP_USEC)
-                        d->target_kib = 0;
-                return;
-        }
-        if (d->has_prev && d->actual_kib > d->prev_actual_kib + band &&
-            (d->target_kib == 0 || d->actual_kib > d->target_kib + band)) {
-                d->moved_externally = true;
-                d->target_kib = 0;
-                mc_log_info("%s: balloon grew to %llu MiB without us; taken as it is", d->name,
-                            (unsigned long long) d->actual_kib / 1024);
-        } else if (d->target_kib > 0) {
-                uint64_t diff = d->actual_kib > d->target_kib ? d->actual_kib - d->target_kib
-                                                              : d->target_kib - d->actual_kib;
-                if (diff < band)
-                        d->target_kib = 0;
-                else if (now_mono - d->target_set_usec > TARGET_GIVE_UP_USEC) {
-                        mc_log_debug("%s: balloon stuck at %llu MiB short of %llu MiB; target dropped",
-                                     d->name, (unsigned long long) d->actual_kib / 1024,
-                                     (unsigned long long) d->target_kib / 1024);
-                        d->target_kib = 0;
-                }
+        switch (g->status) {
+        case MC_GUEST_MANAGED:
+                break;
+        case MC_GUEST_STUCK:
+                mc_log_info("%s: balloon does not follow its targets (%llu MiB); left alone for a while",
+                            g->name, (unsigned long long) g->actual_kib / 1024);
+                break;
+        default:
+                mc_log_info("%s: %s, left alone", g->name, mc_guest_status_to_string(g->status));
         }
 }
 
-static void fill_guest(const McManager *m, const McDomain *d, McGuest *g)
+static void observe(McManager *m, McGuest *g, const McReading *r, const McObserveContext *ctx)
 {
-        const McDomainConfig *c = mc_config_get_domain(m->config, d->name);
+        unsigned changes = mc_guest_observe(g, r, ctx);
 
-        *g = (McGuest){
-                .name = d->name,
-                .status = d->status,
-                .actual_kib = d->actual_kib,
-                .unused_kib = d->unused_kib,
-                .max_kib = d->max_kib,
-                .min_kib = c ? c->min_kib : 0,
-                .limit_max_kib = c ? c->max_kib : 0,
-                .weight = c && c->weight ? c->weight : MC_DEFAULT_WEIGHT,
-                .has_prev = d->has_prev,
-                .prev_unused_kib = d->prev_unused_kib,
-                .last_target_kib = d->target_kib,
-                .moved_externally = d->moved_externally,
-        };
+        if (changes & MC_GUEST_CHANGED_NAME)
+                changes |= apply_config_limits(m, g);
+        if (changes & MC_GUEST_CHANGED_STATUS)
+                log_status(g);
+        if (changes & MC_GUEST_MOVED_BY_GUEST)
+                mc_log_info("%s: balloon grew to %llu MiB without us; taken as it is", g->name,
+                            (unsigned long long) g->actual_kib / 1024);
+        notify_guest(m, g,
+                     changes & (MC_GUEST_CHANGED_STATUS | MC_GUEST_CHANGED_NAME | MC_GUEST_CHANGED_MAX |
+                                MC_GUEST_CHANGED_LIMITS));
 }
 
-static void apply_decision(McManager *m, McDomain *d, const McDecision *dec, uint64_t now_mono)
+/* Returns -ENOTCONN when the connection went away: the tick stops applying. */
+static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint64_t now_mono)
 {
         const char *reason = mc_reason_to_string(dec->reason);
+        /* What the guest really holds: a claim in flight has not landed yet, whatever the
+         * policy's base for the next step was. */
+        uint64_t from = g->actual_kib;
         int r;
 
         if (m->config->dry_run) {
                 /* Logged and signalled as usual; nothing is applied or remembered. */
-                mc_log_balloon(d->name, d->uuid, dec->from_kib, dec->to_kib, reason, true);
+                mc_log_balloon(g->name, g->uuid, from, dec->to_kib, reason, true);
                 if (m->listener.balloon_changed)
-                        m->listener.balloon_changed(m->listener_userdata, d, dec->from_kib, dec->to_kib,
-                                                    dec->reason);
-                return;
+                        m->listener.balloon_changed(m->listener_userdata, g, from, dec->to_kib, dec->reason);
+                return 0;
         }
-        r = mc_hypervisor_set_target(m->hypervisor, d->uuid, dec->to_kib, &m->last_calls);
+        r = mc_hypervisor_set_target(m->hypervisor, g->uuid, dec->to_kib);
         if (r < 0) {
-                mc_log_warning("%s: %s", d->name, mc_hypervisor_error(m->hypervisor));
-                return;
+                mc_log_warning("%s: %s", g->name, mc_hypervisor_error(m->hypervisor));
+                if (r == -ENOTCONN || !mc_hypervisor_is_connected(m->hypervisor))
+                        return -ENOTCONN;
+                mc_guest_target_failed(g, now_mono);
+                return 0;
         }
-        d->target_kib = dec->to_kib;
-        d->target_set_usec = now_mono;
-        d->last_change_usec = now_usec(CLOCK_REALTIME);
-        d->last_reason = dec->reason;
-        mc_log_balloon(d->name, d->uuid, dec->from_kib, dec->to_kib, reason, false);
+        mc_guest_target_set(g, from, dec->to_kib, dec->reason, now_mono, now_usec(m, CLOCK_REALTIME));
+        mc_log_balloon(g->name, g->uuid, from, dec->to_kib, reason, false);
         if (m->listener.balloon_changed)
-                m->listener.balloon_changed(m->listener_userdata, d, dec->from_kib, dec->to_kib,
-                                            dec->reason);
+                m->listener.balloon_changed(m->listener_userdata, g, from, dec->to_kib, dec->reason);
+        return 1;
 }
 
-int mc_manager_tick(McManager *m)
+static void log_short(const McManager *m, const McGuest *g, uint64_t short_kib, const McPolicySummary *sum)
 {
-        g_autofree McDomain **list = NULL;
-        g_autofree McGuest *guests = NULL;
-        g_autofree McDecision *decisions = NULL;
-        McDomainStats *stats = NULL;
-        size_t n_stats = 0, n;
-        unsigned managed = 0, changed = 0;
-        McPolicySummary summary;
+        if (short_kib == 0 || g->short_kib > 0)
+                return; /* said once, when it starts */
+        mc_log_warning("%s: short of %llu MiB: %s (weight %u)", g->name,
+                       (unsigned long long) (short_kib + 1023) / 1024,
+                       m->config->policy.host_budget_kib > 0 && sum->host_available_kib == 0
+                               ? "the host budget is spent"
+                               : "the host has not enough free memory above its threshold",
+                       mc_manager_guest_limits(m, g).weight);
+}
+
+/* Collect and observe: every guest the hypervisor lists, and none it no longer does. */
+static int read_guests(McManager *m, McObserveContext *ctx)
+{
+        g_autofree McGuest **list = NULL;
+        g_autoptr(GHashTable) seen = NULL;
+        McReading *readings = NULL;
+        size_t n_readings = 0, n;
         int r;
 
-        m->last_calls = (McCallCounters){};
         if (!mc_hypervisor_is_connected(m->hypervisor))
                 return -ENOTCONN;
-
         unsigned interval_sec = (unsigned) MAX(m->config->interval_usec / MC_USEC_PER_SEC, 1);
-        r = mc_hypervisor_collect(m->hypervisor, interval_sec, &stats, &n_stats, &m->last_calls);
+        r = mc_hypervisor_collect(m->hypervisor, interval_sec, &readings, &n_readings);
         if (r < 0) {
                 mc_log_warning("%s", mc_hypervisor_error(m->hypervisor));
                 return r;
         }
 
-        uint64_t now_mono = now_usec(CLOCK_MONOTONIC), now_real = now_usec(CLOCK_REALTIME);
-        m->generation++;
-        for (size_t i = 0; i < n_stats; i++) {
-                McDomain *d = g_hash_table_lookup(m->domains, stats[i].uuid);
+        *ctx = (McObserveContext){
+                .now_mono_usec = now_usec(m, CLOCK_MONOTONIC),
+                .now_real_usec = now_usec(m, CLOCK_REALTIME),
+                .max_age_usec = mc_freshness_max_age(m->config->interval_usec),
+                .give_up_usec = TARGET_GIVE_UP_USEC,
+                .dead_band_kib = m->config->policy.dead_band_kib,
+                .synthetic = mc_hypervisor_stamps_synthetic(m->hypervisor),
+        };
+        seen = g_hash_table_new(g_str_hash, g_str_equal);
+        for (size_t i = 0; i < n_readings; i++) {
+                McGuest *g = g_hash_table_lookup(m->guests, readings[i].uuid);
 
-                if (!d)
-                        d = add_domain(m, stats[i].uuid, stats[i].name);
-                McGuestStatus old_status = d->status;
-                uint64_t old_max = d->max_kib;
-                update_domain(m, d, &stats[i], now_mono, now_real);
-                /* The figures change every tick and are not signalled; status and limits are. */
-                if ((d->status != old_status || d->max_kib != old_max) && m->listener.domain_changed)
-                        m->listener.domain_changed(m->listener_userdata, d);
+                if (!g)
+                        g = add_guest(m, readings[i].uuid, readings[i].name);
+                observe(m, g, &readings[i], ctx);
+                g_hash_table_add(seen, g->uuid);
         }
-        mc_domain_stats_free_array(stats, n_stats);
+        mc_readings_free(readings, n_readings);
 
-        /* Guests the bulk call no longer lists are gone, whether or not we heard the event. */
-        list = mc_manager_list_domains(m, &n);
+        /* Guests the collect no longer lists are gone, whether or not we heard the event. */
+        list = mc_manager_list_guests(m, &n);
         for (size_t i = 0; i < n; i++)
-                if (list[i]->seen != m->generation)
-                        remove_domain(m, list[i]);
-        g_free(list);
-        list = mc_manager_list_domains(m, &n);
+                if (!g_hash_table_contains(seen, list[i]->uuid))
+                        remove_guest(m, list[i]);
+        return 0;
+}
+
+/* The tick, once the guests are known to be valid throughout: nothing removes one while it
+ * runs (connection loss and lifecycle events come from the loop, after it). */
+static int run_tick(McManager *m)
+{
+        g_autofree McGuest **list = NULL;
+        g_autofree McDecision *decisions = NULL;
+        g_autofree uint64_t *short_kib = NULL;
+        McObserveContext ctx;
+        size_t n;
+        unsigned managed = 0, changed = 0;
+        McPolicySummary summary;
+        int r;
+
+        mc_hypervisor_reset_calls(m->hypervisor);
+        r = read_guests(m, &ctx);
+        if (r < 0)
+                return r;
+        list = mc_manager_list_guests(m, &n);
 
         McHostMemory host;
-        r = mc_hypervisor_host_memory(m->hypervisor, &host, &m->last_calls);
+        r = mc_hypervisor_host_memory(m->hypervisor, &host);
         if (r < 0) {
                 /* Without the host figure nothing can be granted safely: skip the tick. */
-                mc_log_warning("Failed to read host memory: %s", strerror(-r));
+                mc_log_warning("Failed to read host memory: %s", mc_hypervisor_error(m->hypervisor));
                 return r;
         }
         bool host_changed = host.free_kib != m->host.free_kib || host.total_kib != m->host.total_kib;
         m->host = host;
 
-        guests = g_new0(McGuest, MAX(n, 1));
-        decisions = g_new0(McDecision, MAX(n, 1));
-        for (size_t i = 0; i < n; i++) {
-                fill_guest(m, list[i], &guests[i]);
-                if (guests[i].status == MC_GUEST_MANAGED)
+        for (size_t i = 0; i < n; i++)
+                if (list[i]->status == MC_GUEST_MANAGED)
                         managed++;
-        }
 
-        ssize_t n_decisions =
-                mc_policy_run(&m->config->policy, host.free_kib, guests, n, decisions, &summary);
+        decisions = g_new0(McDecision, MAX(n, 1));
+        short_kib = g_new0(uint64_t, MAX(n, 1));
+        McPolicyInput in = {
+                .host_free_kib = host.free_kib,
+                .now_mono_usec = ctx.now_mono_usec,
+                .interval_usec = m->config->interval_usec,
+        };
+        ssize_t n_decisions = mc_policy_run(&m->config->policy, &in, (const McGuest *const *) list, n,
+                                            decisions, short_kib, &summary);
         if (n_decisions < 0)
                 return (int) n_decisions;
+        m->last_summary = summary;
+
+        for (size_t i = 0; i < n; i++) {
+                log_short(m, list[i], short_kib[i], &summary);
+                list[i]->short_kib = short_kib[i];
+        }
 
         if (!m->paused)
                 for (ssize_t i = 0; i < n_decisions; i++) {
-                        apply_decision(m, list[decisions[i].guest], &decisions[i], now_mono);
-                        changed++;
+                        r = apply_decision(m, list[decisions[i].guest], &decisions[i], ctx.now_mono_usec);
+                        if (r < 0)
+                                break; /* the connection is gone: the loop hears of it next */
+                        if (r > 0 || m->config->dry_run)
+                                changed++;
                 }
 
         m->tick_count++;
-        if (host_changed)
-                NOTIFY(m, "HostFreeBytes", "HostTotalBytes", "TickCount");
-        else
-                NOTIFY(m, "TickCount");
+        notify_manager(m, MC_MANAGER_CHANGED_TICK | (host_changed ? MC_MANAGER_CHANGED_HOST : 0));
         if (m->listener.tick_completed)
                 m->listener.tick_completed(m->listener_userdata, m->tick_count, host.free_kib, managed,
                                            changed);
         return 0;
+}
+
+int mc_manager_tick(McManager *m)
+{
+        struct timespec a, b;
+        int r;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &a);
+        m->in_tick = true;
+        r = run_tick(m);
+        m->in_tick = false;
+        (void) clock_gettime(CLOCK_MONOTONIC, &b);
+        m->last_tick_usec = (uint64_t) (b.tv_sec - a.tv_sec) * MC_USEC_PER_SEC +
+                            (uint64_t) ((b.tv_nsec - a.tv_nsec) / 1000);
+        return r;
+}
+
+/* The interval on the host's clock: the simulator's guests may live faster. */
+static uint64_t real_interval_usec(const McManager *m)
+{
+        double speed = mc_hypervisor_speed(m->hypervisor);
+        uint64_t usec = (uint64_t) ((double) m->config->interval_usec / (speed > 0 ? speed : 1.0));
+
+        return MAX(usec, UINT64_C(1000));
 }
 
 static int on_tick_timer(sd_event_source *s, uint64_t usec, void *userdata)
@@ -447,7 +461,7 @@ static int on_tick_timer(sd_event_source *s, uint64_t usec, void *userdata)
 
         /* Fixed rate; a late tick is not made up for by a burst. */
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        m->next_tick_usec = MAX(usec + m->config->interval_usec, now);
+        m->next_tick_usec = MAX(usec + real_interval_usec(m), now);
         (void) sd_event_source_set_time(s, m->next_tick_usec);
         (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
@@ -458,7 +472,7 @@ static int arm_tick_timer(McManager *m)
         uint64_t now;
 
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        m->next_tick_usec = now + m->config->interval_usec;
+        m->next_tick_usec = now + real_interval_usec(m);
         if (m->tick_source) {
                 int r = sd_event_source_set_time(m->tick_source, m->next_tick_usec);
                 if (r < 0)
@@ -495,7 +509,7 @@ static int persist(McManager *m)
 }
 
 /* Applies a changed policy setting: check, persist, and roll back if persisting fails. */
-static int set_policy(McManager *m, const McPolicySettings *p, McConfigKey key, const char *property,
+static int set_policy(McManager *m, const McPolicySettings *p, McConfigKey key, McManagerChange change,
                       const char **why)
 {
         McPolicySettings old = m->config->policy;
@@ -518,7 +532,7 @@ static int set_policy(McManager *m, const McPolicySettings *p, McConfigKey key, 
                         *why = "the settings could not be saved";
                 return r;
         }
-        NOTIFY(m, property);
+        notify_manager(m, change);
         return 0;
 }
 
@@ -527,7 +541,7 @@ int mc_manager_set_domain_threshold(McManager *m, uint64_t kib, const char **why
         McPolicySettings p = m->config->policy;
 
         p.domain_threshold_kib = kib;
-        return set_policy(m, &p, MC_KEY_DOMAIN_THRESHOLD, "DomainThresholdBytes", why);
+        return set_policy(m, &p, MC_KEY_DOMAIN_THRESHOLD, MC_MANAGER_CHANGED_DOMAIN_THRESHOLD, why);
 }
 
 int mc_manager_set_host_threshold(McManager *m, uint64_t kib, const char **why)
@@ -540,7 +554,7 @@ int mc_manager_set_host_threshold(McManager *m, uint64_t kib, const char **why)
                 return -EINVAL;
         }
         p.host_threshold_kib = kib;
-        return set_policy(m, &p, MC_KEY_HOST_THRESHOLD, "HostThresholdBytes", why);
+        return set_policy(m, &p, MC_KEY_HOST_THRESHOLD, MC_MANAGER_CHANGED_HOST_THRESHOLD, why);
 }
 
 int mc_manager_set_host_budget(McManager *m, uint64_t kib, const char **why)
@@ -553,7 +567,7 @@ int mc_manager_set_host_budget(McManager *m, uint64_t kib, const char **why)
                 return -EINVAL;
         }
         p.host_budget_kib = kib;
-        return set_policy(m, &p, MC_KEY_HOST_BUDGET, "HostBudgetBytes", why);
+        return set_policy(m, &p, MC_KEY_HOST_BUDGET, MC_MANAGER_CHANGED_HOST_BUDGET, why);
 }
 
 int mc_manager_set_interval(McManager *m, uint64_t usec, const char **why)
@@ -580,7 +594,7 @@ int mc_manager_set_interval(McManager *m, uint64_t usec, const char **why)
         }
         if (m->tick_source)
                 (void) arm_tick_timer(m);
-        NOTIFY(m, "IntervalUSec");
+        notify_manager(m, MC_MANAGER_CHANGED_INTERVAL);
         return 0;
 }
 
@@ -601,34 +615,34 @@ int mc_manager_set_paused(McManager *m, bool paused)
         }
         m->paused = paused;
         mc_log_info("%s", paused ? "Paused: no balloon changes until resumed" : "Resumed");
-        NOTIFY(m, "State");
+        notify_manager(m, MC_MANAGER_CHANGED_STATE);
         return 0;
 }
 
 int mc_manager_set_domain_limits(McManager *m, const char *domain, uint64_t min_kib, uint64_t max_kib,
                                  unsigned weight, const char **why)
 {
-        McDomain *d = mc_manager_find_domain(m, domain);
+        McGuest *g = mc_manager_find_guest(m, domain);
+        const char *problem = NULL;
 
-        if (!d)
+        if (!g)
                 return -ENOENT;
-        if (min_kib > 0 && max_kib > 0 && min_kib > max_kib) {
+        uint64_t floor = min_kib > 0 ? min_kib : m->config->policy.default_min_kib;
+        if (min_kib > 0 && max_kib > 0 && min_kib > max_kib)
+                problem = "the minimum is larger than the maximum";
+        else if (g->max_kib > 0 && min_kib > g->max_kib)
+                problem = "the minimum is larger than the guest's maximum memory";
+        else if (max_kib > 0 && max_kib < floor)
+                problem = "the maximum is below the guest's floor (its minimum, or the default minimum)";
+        else if (weight > MC_WEIGHT_MAX)
+                problem = "the weight must be between 1 and 10000 (0 for the default)";
+        if (problem) {
                 if (why)
-                        *why = "the minimum is larger than the maximum";
-                return -EINVAL;
-        }
-        if (d->max_kib > 0 && min_kib > d->max_kib) {
-                if (why)
-                        *why = "the minimum is larger than the guest's maximum memory";
-                return -EINVAL;
-        }
-        if (weight > MC_WEIGHT_MAX) {
-                if (why)
-                        *why = "the weight must be between 1 and 10000 (0 for the default)";
+                        *why = problem;
                 return -EINVAL;
         }
 
-        McDomainConfig *c = mc_config_ensure_domain(m->config, d->name);
+        McDomainConfig *c = mc_config_ensure_domain(m->config, g->name);
         McDomainConfig old = *c;
         c->min_kib = min_kib;
         c->max_kib = max_kib;
@@ -641,18 +655,17 @@ int mc_manager_set_domain_limits(McManager *m, const char *domain, uint64_t min_
                         *why = "the settings could not be saved";
                 return r;
         }
-        if (m->listener.domain_changed)
-                m->listener.domain_changed(m->listener_userdata, d);
+        notify_guest(m, g, apply_config_limits(m, g));
         return 0;
 }
 
 int mc_manager_set_domain_excluded(McManager *m, const char *domain, bool excluded)
 {
-        McDomain *d = mc_manager_find_domain(m, domain);
+        McGuest *g = mc_manager_find_guest(m, domain);
 
-        if (!d)
+        if (!g)
                 return -ENOENT;
-        McDomainConfig *c = mc_config_ensure_domain(m->config, d->name);
+        McDomainConfig *c = mc_config_ensure_domain(m->config, g->name);
         bool old = c->excluded;
         unsigned old_runtime = c->runtime;
         c->excluded = excluded;
@@ -663,12 +676,7 @@ int mc_manager_set_domain_excluded(McManager *m, const char *domain, bool exclud
                 c->runtime = old_runtime;
                 return r;
         }
-        if (excluded) {
-                d->status = MC_GUEST_EXCLUDED;
-                d->target_kib = 0;
-        }
-        if (m->listener.domain_changed)
-                m->listener.domain_changed(m->listener_userdata, d);
+        notify_guest(m, g, apply_config_limits(m, g));
         return 0;
 }
 
@@ -699,6 +707,12 @@ int mc_manager_reload(McManager *m, GError **error)
         if (interval_changed && m->tick_source)
                 (void) arm_tick_timer(m);
         mc_log_info("Settings reloaded");
-        NOTIFY(m, "IntervalUSec", "DomainThresholdBytes", "HostThresholdBytes", "HostBudgetBytes", "DryRun");
+        notify_manager(m, MC_MANAGER_CHANGED_SETTINGS);
+
+        g_autofree McGuest **list = NULL;
+        size_t n;
+        list = mc_manager_list_guests(m, &n);
+        for (size_t i = 0; i < n; i++)
+                notify_guest(m, list[i], apply_config_limits(m, list[i]));
         return 0;
 }

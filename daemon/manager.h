@@ -2,10 +2,10 @@
 #pragma once
 
 /*
- * The manager holds memcoordd's state: settings, the guests it sees, the tick timer. Each tick
- * flows one way: hypervisor stats -> snapshot -> policy -> decisions -> hypervisor. The bus
- * layer reads the state and calls the mc_manager_set_* functions; it hears about changes
- * through the listener.
+ * The manager holds memcoordd's state: settings, the guests it sees by UUID, the tick timer.
+ * Each tick flows one way: hypervisor readings -> observe -> decide -> apply -> notify. The
+ * bus layer reads the state and calls the mc_manager_set_* functions; it hears about changes
+ * through the listener, as typed masks: the manager knows no D-Bus names.
  */
 
 #include <glib.h>
@@ -14,7 +14,6 @@
 #include <systemd/sd-event.h>
 
 #include "config.h"
-#include "freshness.h"
 #include "hypervisor.h"
 #include "policy.h"
 
@@ -27,42 +26,33 @@ typedef enum McState {
 
 typedef struct McManager McManager;
 
-typedef struct McDomain {
-        McManager *manager; /* the manager that owns this record */
-        char *uuid;
-        char *name;
-        McGuestStatus status;
-        bool has_stats; /* at least one stats reading */
-        uint64_t actual_kib;
-        uint64_t unused_kib;
-        uint64_t available_kib;
-        uint64_t usable_kib;
-        uint64_t max_kib;
-        uint64_t stats_age_usec;
-
-        uint64_t target_kib;       /* last target set and not reached yet; 0 = none */
-        uint64_t target_set_usec;  /* CLOCK_MONOTONIC when it was set */
-        uint64_t last_change_usec; /* CLOCK_REALTIME of our last change; 0 = never */
-        McReason last_reason;
-        bool moved_externally; /* this tick: the balloon grew without us */
-
-        McFreshness freshness;
-        bool has_prev;
-        uint64_t prev_unused_kib;
-        uint64_t prev_actual_kib;
-        unsigned seen; /* generation of the last tick that saw it */
-} McDomain;
+/* What changed in the manager's own state, for the listener. */
+typedef enum McManagerChange {
+        MC_MANAGER_CHANGED_STATE = 1u << 0,
+        MC_MANAGER_CHANGED_HOST = 1u << 1, /* host total or free */
+        MC_MANAGER_CHANGED_TICK = 1u << 2,
+        MC_MANAGER_CHANGED_INTERVAL = 1u << 3,
+        MC_MANAGER_CHANGED_DOMAIN_THRESHOLD = 1u << 4,
+        MC_MANAGER_CHANGED_HOST_THRESHOLD = 1u << 5,
+        MC_MANAGER_CHANGED_HOST_BUDGET = 1u << 6,
+        MC_MANAGER_CHANGED_DRY_RUN = 1u << 7,
+        MC_MANAGER_CHANGED_POLICY = 1u << 8,
+        MC_MANAGER_CHANGED_SETTINGS = MC_MANAGER_CHANGED_INTERVAL | MC_MANAGER_CHANGED_DOMAIN_THRESHOLD |
+                                      MC_MANAGER_CHANGED_HOST_THRESHOLD | MC_MANAGER_CHANGED_HOST_BUDGET |
+                                      MC_MANAGER_CHANGED_DRY_RUN | MC_MANAGER_CHANGED_POLICY,
+} McManagerChange;
 
 typedef struct McManagerListener {
-        void (*domain_added)(void *userdata, McDomain *d);
-        void (*domain_removed)(void *userdata, McDomain *d);
-        void (*domain_changed)(void *userdata, McDomain *d);
-        void (*balloon_changed)(void *userdata, McDomain *d, uint64_t from_kib, uint64_t to_kib,
+        void (*guest_added)(void *userdata, McGuest *g);
+        void (*guest_removed)(void *userdata, McGuest *g);
+        /* changes: a mask of McGuestChange. Figures alone (MC_GUEST_FIGURES) are not reported. */
+        void (*guest_changed)(void *userdata, McGuest *g, unsigned changes);
+        void (*balloon_changed)(void *userdata, McGuest *g, uint64_t from_kib, uint64_t to_kib,
                                 McReason reason);
         void (*tick_completed)(void *userdata, uint64_t tick, uint64_t host_free_kib, unsigned managed,
                                unsigned changed);
-        /* NULL-terminated names of the Manager properties that changed. */
-        void (*properties_changed)(void *userdata, const char *const *names);
+        /* changes: a mask of McManagerChange. */
+        void (*manager_changed)(void *userdata, unsigned changes);
 } McManagerListener;
 
 struct McManager {
@@ -72,14 +62,16 @@ struct McManager {
         char *state_path;            /* NULL = settings are not persisted */
         McConfigOverrides overrides; /* the command line: applied again on every reload */
         McHypervisor *hypervisor;
-        GHashTable *domains; /* uuid -> McDomain* */
+        GHashTable *guests; /* uuid -> McGuest* */
         sd_event_source *tick_source;
         uint64_t next_tick_usec;
-        unsigned generation;
+        bool connected; /* as last told by the hypervisor, from the loop */
         bool paused;
+        bool in_tick;
         uint64_t tick_count;
+        uint64_t last_tick_usec; /* CPU-independent wall time the last tick took */
         McHostMemory host;
-        McCallCounters last_calls; /* libvirt calls of the last tick */
+        McPolicySummary last_summary;
 
         McManagerListener listener;
         void *listener_userdata;
@@ -105,12 +97,11 @@ int mc_manager_tick(McManager *m);
 McState mc_manager_state(const McManager *m);
 const char *mc_state_to_string(McState s);
 
-McDomain *mc_manager_find_domain(McManager *m, const char *name_or_uuid);
-/* The domains sorted by name; free the array (not the elements) with g_free. */
-McDomain **mc_manager_list_domains(McManager *m, size_t *ret_n);
+McGuest *mc_manager_find_guest(McManager *m, const char *name_or_uuid);
+/* The guests sorted by name; free the array (not the elements) with g_free. */
+McGuest **mc_manager_list_guests(McManager *m, size_t *ret_n);
 /* The guest's effective limits. */
-void mc_manager_domain_limits(const McManager *m, const McDomain *d, uint64_t *min_kib, uint64_t *max_kib,
-                              unsigned *weight, bool *excluded);
+McGuestLimits mc_manager_guest_limits(const McManager *m, const McGuest *g);
 
 /*
  * Setters used by the bus. Each validates, applies, persists and announces; on failure it

@@ -6,10 +6,35 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MIB(x) (UINT64_C(1024) * (x))
 
+/*
+ * The adaptive policy's constants, each with its reason (measured on the real guests here:
+ * tests/e2e/README.md, "The guests, as measured").
+ *
+ * REACTION: from a decision to memory the guest can use, beyond the tick interval itself:
+ * the sample read is up to 1 s old (guests sample once a second), the balloon lands in
+ * 0.2-1.6 s. A consuming guest is given, on top of T, what it eats over interval + REACTION.
+ */
+#define REACTION_USEC (3 * UINT64_C(1000000))
+/* A balloon has landed this long after the call (0.2-1.6 s measured), and the guest's stamp
+ * is to the second. */
+#define LANDED_USEC (2 * UINT64_C(1000000))
+/* A sample is read on average half a stats period after the guest took it. */
+#define SAMPLE_AGE_USEC (UINT64_C(500000))
+/* Below this growth a guest is steady: an idle guest's MemFree wanders by ~1 MiB in 2 s. */
+#define RATE_STEADY_KIB_S 512.0
+/* A guest granted memory keeps the larger reserve (its peak rate over the reaction time) this
+ * long, and nothing is claimed from it sooner than FLIP_GUARD after a grant: a cyclic load
+ * is not answered with claims it must be granted back (ping-pong). 30 s of hold plus ~12
+ * ticks of claims still return what a workload freed within 60 s. */
+#define GRANT_HOLD_USEC (30 * UINT64_C(1000000))
+#define FLIP_GUARD_USEC (10 * UINT64_C(1000000))
+
 const McPolicySettings mc_policy_defaults = {
+        .kind = MC_POLICY_ADAPTIVE,
         .domain_threshold_kib = MIB(100),
         .host_threshold_kib = MIB(200),
         .host_budget_kib = 0,
@@ -29,11 +54,28 @@ static const char *const reason_table[_MC_REASON_MAX] = {
 };
 
 static const char *const status_table[_MC_GUEST_STATUS_MAX] = {
-        [MC_GUEST_MANAGED] = "managed",
-        [MC_GUEST_NO_BALLOON] = "no-balloon",
-        [MC_GUEST_STALE] = "stale",
-        [MC_GUEST_EXCLUDED] = "excluded",
+        [MC_GUEST_MANAGED] = "managed", [MC_GUEST_NO_BALLOON] = "no-balloon",
+        [MC_GUEST_STALE] = "stale",     [MC_GUEST_EXCLUDED] = "excluded",
+        [MC_GUEST_BUSY] = "busy",       [MC_GUEST_STUCK] = "stuck",
 };
+
+static const char *const kind_table[_MC_POLICY_MAX] = {
+        [MC_POLICY_ADAPTIVE] = "adaptive",
+        [MC_POLICY_SEED] = "seed",
+};
+
+const char *mc_policy_kind_to_string(McPolicyKind k)
+{
+        return k >= 0 && k < _MC_POLICY_MAX ? kind_table[k] : NULL;
+}
+
+int mc_policy_kind_from_string(const char *s)
+{
+        for (int k = 0; s && k < _MC_POLICY_MAX; k++)
+                if (strcmp(s, kind_table[k]) == 0)
+                        return k;
+        return -1;
+}
 
 const char *mc_reason_to_string(McReason r)
 {
@@ -47,6 +89,8 @@ const char *mc_guest_status_to_string(McGuestStatus s)
 
 const char *mc_policy_settings_check(const McPolicySettings *s)
 {
+        if (!mc_policy_kind_to_string(s->kind))
+                return "the policy must be adaptive or seed";
         if (s->domain_threshold_kib == 0)
                 return "the domain threshold must be greater than zero";
         if (s->domain_threshold_kib > MIB(1024 * 1024))
@@ -79,16 +123,12 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
 
 uint64_t mc_guest_cap_kib(const McGuest *g)
 {
-        if (g->limit_max_kib > 0 && g->limit_max_kib < g->max_kib)
-                return g->limit_max_kib;
-        return g->max_kib;
+        return mc_guest_limits(0, g).cap_kib;
 }
 
 uint64_t mc_guest_floor_kib(const McPolicySettings *s, const McGuest *g)
 {
-        uint64_t floor = g->min_kib > 0 ? g->min_kib : s->default_min_kib;
-
-        return min_u64(floor, mc_guest_cap_kib(g));
+        return mc_guest_limits(s->default_min_kib, g).floor_kib;
 }
 
 /* What the guest holds once the grant we already asked for has landed. */
@@ -102,9 +142,15 @@ static uint64_t committed_kib(const McGuest *g)
 /* Per-guest scratch state for one run. */
 typedef struct Work {
         uint64_t to_kib;
-        uint64_t need_kib; /* on top of committed_kib() */
+        uint64_t need_kib;  /* on top of committed_kib() */
+        uint64_t asked_kib; /* the whole need, for what was not covered */
         McReason reason;
         bool touched; /* clamped or needy: not a claim candidate */
+        bool skip;    /* not managed, or backing off after failed sets: no decision */
+        McGuestLimits limits;
+        /* adaptive */
+        uint64_t headroom_kib; /* predicted, now */
+        double rate_kib_s;     /* growth of use, 0 when steady or falling */
 } Work;
 
 /*
@@ -120,22 +166,24 @@ static uint64_t claim_base_kib(const McGuest *g)
         return g->actual_kib;
 }
 
-static uint64_t claim_amount(const McPolicySettings *s, const McGuest *g, uint64_t keep_unused_kib)
+static uint64_t claim_amount(const McPolicySettings *s, const McGuest *g, const Work *w, uint64_t unused,
+                             uint64_t keep_unused_kib)
 {
         uint64_t base = claim_base_kib(g);
-        uint64_t unused = sub_sat(g->unused_kib, g->actual_kib - base);
         uint64_t share = (uint64_t) floor((double) unused * s->claim_fraction);
         uint64_t amount = min_u64(share, sub_sat(unused, keep_unused_kib));
 
-        return min_u64(amount, sub_sat(base, mc_guest_floor_kib(s, g)));
+        return min_u64(amount, sub_sat(base, w->limits.floor_kib));
 }
 
-static void compute_needs(const McPolicySettings *s, const McGuest *guests, size_t n, Work *w)
+/* ---- seed: the assignment's rules ---- */
+
+static void seed_needs(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w)
 {
         for (size_t i = 0; i < n; i++) {
-                const McGuest *g = &guests[i];
+                const McGuest *g = guests[i];
 
-                if (g->status != MC_GUEST_MANAGED || w[i].touched)
+                if (w[i].skip || w[i].touched)
                         continue;
                 if (g->unused_kib >= s->domain_threshold_kib)
                         continue;
@@ -152,7 +200,7 @@ static void compute_needs(const McPolicySettings *s, const McGuest *guests, size
 
                 uint64_t want = (uint64_t) ceil(s->grant_factor *
                                                 (double) (s->domain_threshold_kib - g->unused_kib));
-                uint64_t to = min_u64(g->actual_kib + want, mc_guest_cap_kib(g));
+                uint64_t to = min_u64(g->actual_kib + want, w[i].limits.cap_kib);
                 uint64_t need = sub_sat(to, w[i].to_kib);
 
                 w[i].touched = true;
@@ -165,7 +213,7 @@ static void compute_needs(const McPolicySettings *s, const McGuest *guests, size
  * Shares avail among the needy by weight, water-filling: a guest never gets more than its
  * need, and what it does not take is shared among the others.
  */
-static uint64_t share_by_weight(const McGuest *guests, size_t n, Work *w, uint64_t avail)
+static uint64_t share_by_weight(size_t n, Work *w, uint64_t avail)
 {
         uint64_t given = 0;
         bool progress = true;
@@ -176,7 +224,7 @@ static uint64_t share_by_weight(const McGuest *guests, size_t n, Work *w, uint64
 
                 for (size_t i = 0; i < n; i++)
                         if (w[i].need_kib > 0)
-                                total_weight += guests[i].weight > 0 ? guests[i].weight : 1;
+                                total_weight += w[i].limits.weight;
                 if (total_weight == 0)
                         break;
 
@@ -184,8 +232,7 @@ static uint64_t share_by_weight(const McGuest *guests, size_t n, Work *w, uint64
                 for (size_t i = 0; i < n; i++) {
                         if (w[i].need_kib == 0)
                                 continue;
-                        double weight = guests[i].weight > 0 ? guests[i].weight : 1;
-                        double share = (double) avail * weight / total_weight;
+                        double share = (double) avail * w[i].limits.weight / total_weight;
                         if ((double) w[i].need_kib <= share) {
                                 w[i].to_kib += w[i].need_kib;
                                 w[i].reason = MC_REASON_CRUNCH_GRANT;
@@ -203,9 +250,9 @@ static uint64_t share_by_weight(const McGuest *guests, size_t n, Work *w, uint64
                 for (size_t i = 0; i < n; i++) {
                         if (w[i].need_kib == 0)
                                 continue;
-                        double weight = guests[i].weight > 0 ? guests[i].weight : 1;
-                        uint64_t share = min_u64((uint64_t) floor((double) left * weight / total_weight),
-                                                 w[i].need_kib);
+                        uint64_t share =
+                                min_u64((uint64_t) floor((double) left * w[i].limits.weight / total_weight),
+                                        w[i].need_kib);
                         w[i].to_kib += share;
                         w[i].reason = MC_REASON_CRUNCH_GRANT;
                         w[i].need_kib = 0;
@@ -216,14 +263,199 @@ static uint64_t share_by_weight(const McGuest *guests, size_t n, Work *w, uint64
         return given;
 }
 
-ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const McGuest *guests,
-                      size_t n_guests, McDecision *decisions, McPolicySummary *summary)
+static void seed_claims(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
+                        McPolicySummary *sum)
+{
+        /*
+         * Without a crunch a guest keeps up to 2T unused; in a crunch everyone above T gives,
+         * never below T. Claimed memory reaches the host's free figure once the balloon has
+         * inflated, so it is shared at the next tick: a grant never spends memory that is not
+         * free yet.
+         */
+        uint64_t keep = sum->crunch ? s->domain_threshold_kib : 2 * s->domain_threshold_kib;
+
+        for (size_t i = 0; i < n; i++) {
+                const McGuest *g = guests[i];
+
+                /* Nor from a guest whose grant is still landing: it was needy a moment ago. */
+                if (w[i].skip || w[i].touched || w[i].reason != MC_REASON_NONE || g->moved_externally ||
+                    g->last_target_kib > g->actual_kib)
+                        continue;
+                /* In a crunch a guest whose unused memory is falling is consuming: it is about to
+                 * be needy, and claiming from it now would only have to be given back. */
+                if (sum->crunch && g->has_prev && g->prev_unused_kib > g->unused_kib + s->dead_band_kib)
+                        continue;
+                uint64_t unused = sub_sat(g->unused_kib, g->actual_kib - claim_base_kib(g));
+                uint64_t amount = claim_amount(s, g, &w[i], unused, keep);
+                if (amount < s->dead_band_kib)
+                        continue;
+                w[i].to_kib = claim_base_kib(g) - amount;
+                w[i].reason = sum->crunch ? MC_REASON_CRUNCH_CLAIM : MC_REASON_CLAIM;
+                sum->claimed_kib += amount;
+        }
+}
+
+/* ---- adaptive: the rate of demand and the page cache ---- */
+
+static uint64_t horizon_usec(const McPolicyInput *in)
+{
+        return in->interval_usec + REACTION_USEC;
+}
+
+static uint64_t rate_cover_kib(double rate_kib_s, uint64_t usec)
+{
+        return (uint64_t) ceil(rate_kib_s * (double) usec / 1e6);
+}
+
+/*
+ * The guest's headroom now, predicted from its last trusted sample: what it could use then,
+ * plus what balloon moves since gave or took (targets in flight as landed), less what it ate
+ * since at its rate. Frozen readings after a balloon change are thus neither believed nor
+ * taken as "steady".
+ */
+static uint64_t predicted_headroom_kib(const McPolicyInput *in, const McGuest *g, double rate)
+{
+        uint64_t target = mc_guest_target_kib(g);
+
+        if (!g->has_sample)
+                return sub_sat(mc_guest_headroom_kib(g), g->actual_kib - min_u64(target, g->actual_kib));
+        uint64_t since = sub_sat(in->now_mono_usec, g->sample_mono_usec) + SAMPLE_AGE_USEC;
+        /* libvirt's actual lags the guest's own figures by ~1 s. A sample stamped well after our
+         * last change (it has landed by then) shows every move up to actual; otherwise whether
+         * it shows the moves since its own actual is not known: take the smaller. */
+        double moved_since_sample = (double) target - (double) g->sample_actual_kib;
+        double moved_since_now = (double) target - (double) g->actual_kib;
+        double moved = moved_since_sample < moved_since_now ? moved_since_sample : moved_since_now;
+        if (g->last_change_usec > 0 && g->sample_stamp > 0 &&
+            (uint64_t) g->sample_stamp * UINT64_C(1000000) >= g->last_change_usec + LANDED_USEC)
+                moved = moved_since_now;
+        double h = (double) g->sample_headroom_kib + moved - rate * (double) since / 1e6;
+        return h > 0 ? (uint64_t) h : 0;
+}
+
+static bool recently_granted(const McPolicyInput *in, const McGuest *g, uint64_t usec)
+{
+        return g->last_grant_usec > 0 && in->now_mono_usec < g->last_grant_usec + usec;
+}
+
+static void adaptive_needs(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
+                           size_t n, Work *w)
+{
+        uint64_t T = s->domain_threshold_kib;
+
+        for (size_t i = 0; i < n; i++) {
+                const McGuest *g = guests[i];
+
+                if (w[i].skip)
+                        continue;
+                w[i].rate_kib_s = g->use_rate_kib_s > RATE_STEADY_KIB_S ? g->use_rate_kib_s : 0;
+                w[i].headroom_kib = predicted_headroom_kib(in, g, w[i].rate_kib_s);
+                if (w[i].touched)
+                        continue;
+
+                /* Enough to stay above T until the next decision can land, at its rate. */
+                uint64_t reserve = T + rate_cover_kib(w[i].rate_kib_s, horizon_usec(in));
+                uint64_t h = w[i].headroom_kib;
+                if (h >= reserve)
+                        continue;
+                uint64_t want = reserve - h;
+                if (h < T)
+                        want = max_u64(want, (uint64_t) ceil(s->grant_factor * (double) (T - h)));
+                uint64_t to = min_u64(mc_guest_target_kib(g) + want, w[i].limits.cap_kib);
+                uint64_t need = sub_sat(to, w[i].to_kib);
+
+                w[i].touched = true;
+                if (need >= s->dead_band_kib)
+                        w[i].need_kib = need;
+        }
+}
+
+/* The order in which a crunch serves needs: weight first, then the smaller need (so that as
+ * many guests as possible get all they need), then the UUID (stable from tick to tick). */
+typedef struct Order {
+        const Work *w;
+        const char *uuid;
+        size_t i;
+} Order;
+
+static int compare_order(const void *a, const void *b)
+{
+        const Order *x = a, *y = b;
+
+        if (x->w->limits.weight != y->w->limits.weight)
+                return x->w->limits.weight > y->w->limits.weight ? -1 : 1;
+        if (x->w->need_kib != y->w->need_kib)
+                return x->w->need_kib < y->w->need_kib ? -1 : 1;
+        return strcmp(x->uuid, y->uuid);
+}
+
+static int serve_in_order(const McGuest *const *guests, size_t n, Work *w, uint64_t avail, uint64_t *given)
+{
+        Order *order = calloc(n > 0 ? n : 1, sizeof(Order));
+        size_t k = 0;
+
+        if (!order)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (w[i].need_kib > 0)
+                        order[k++] = (Order){ .w = &w[i], .uuid = guests[i]->uuid, .i = i };
+        qsort(order, k, sizeof(Order), compare_order);
+        *given = 0;
+        for (size_t j = 0; j < k && avail > 0; j++) {
+                Work *x = &w[order[j].i];
+                uint64_t amount = min_u64(x->need_kib, avail);
+
+                x->to_kib += amount;
+                x->reason = MC_REASON_CRUNCH_GRANT;
+                x->need_kib -= amount;
+                avail -= amount;
+                *given += amount;
+        }
+        free(order);
+        return 0;
+}
+
+static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
+                            size_t n, Work *w, McPolicySummary *sum)
+{
+        uint64_t T = s->domain_threshold_kib;
+
+        for (size_t i = 0; i < n; i++) {
+                const McGuest *g = guests[i];
+
+                if (w[i].skip || w[i].touched || w[i].reason != MC_REASON_NONE || g->moved_externally ||
+                    g->last_target_kib > g->actual_kib)
+                        continue;
+                /* A consuming guest is about to need what would be claimed. */
+                if (w[i].rate_kib_s > 0)
+                        continue;
+                /* No claim straight after a grant, in a crunch or not: the opposite move back to
+                 * back is the ping-pong of a cyclic load. */
+                if (recently_granted(in, g, FLIP_GUARD_USEC))
+                        continue;
+
+                uint64_t keep = sum->crunch ? T : 2 * T;
+                if (!sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC))
+                        keep += rate_cover_kib(g->peak_rate_kib_s, horizon_usec(in));
+                uint64_t amount = claim_amount(s, g, &w[i], w[i].headroom_kib, keep);
+                if (amount < s->dead_band_kib)
+                        continue;
+                w[i].to_kib = claim_base_kib(g) - amount;
+                w[i].reason = sum->crunch ? MC_REASON_CRUNCH_CLAIM : MC_REASON_CLAIM;
+                sum->claimed_kib += amount;
+        }
+}
+
+ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
+                      size_t n_guests, McDecision *decisions, uint64_t *short_kib, McPolicySummary *summary)
 {
         McPolicySummary sum = {};
         uint64_t total_actual = 0, total_committed = 0, in_flight = 0;
         size_t n_decisions = 0;
+        bool adaptive = s->kind == MC_POLICY_ADAPTIVE;
 
         assert(s);
+        assert(in);
         assert(guests || n_guests == 0);
         assert(decisions || n_guests == 0);
 
@@ -231,9 +463,14 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
         if (!w)
                 return -ENOMEM;
         for (size_t i = 0; i < n_guests; i++) {
-                const McGuest *g = &guests[i];
+                const McGuest *g = guests[i];
 
-                w[i] = (Work){ .to_kib = committed_kib(g), .reason = MC_REASON_NONE };
+                w[i] = (Work){
+                        .to_kib = committed_kib(g),
+                        .reason = MC_REASON_NONE,
+                        .limits = mc_guest_limits(s->default_min_kib, g),
+                        .skip = g->status != MC_GUEST_MANAGED || g->retry_after_usec > in->now_mono_usec,
+                };
                 total_actual += g->actual_kib;
                 total_committed += committed_kib(g);
                 in_flight += committed_kib(g) - g->actual_kib;
@@ -243,6 +480,7 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
          * What the host can give: its free memory above H, minus grants already asked for but
          * not landed yet (they are still counted as free), and within the budget if one is set.
          */
+        uint64_t host_free_kib = in->host_free_kib;
         uint64_t avail = sub_sat(host_free_kib, s->host_threshold_kib + in_flight);
         if (s->host_budget_kib > 0)
                 avail = min_u64(avail, sub_sat(s->host_budget_kib, total_committed));
@@ -258,13 +496,15 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
          * cross the bounds.
          */
         for (size_t i = 0; i < n_guests; i++) {
-                const McGuest *g = &guests[i];
-                uint64_t floor_kib = mc_guest_floor_kib(s, g), cap = mc_guest_cap_kib(g);
+                const McGuest *g = guests[i];
+                uint64_t floor_kib = w[i].limits.floor_kib, cap = w[i].limits.cap_kib;
 
-                if (g->status != MC_GUEST_MANAGED)
+                if (w[i].skip)
                         continue;
                 if (g->actual_kib >= cap + s->dead_band_kib) {
-                        w[i] = (Work){ .to_kib = cap, .reason = MC_REASON_CLAMP, .touched = true };
+                        w[i].to_kib = cap;
+                        w[i].reason = MC_REASON_CLAMP;
+                        w[i].touched = true;
                 } else if (g->actual_kib + s->dead_band_kib <= floor_kib) {
                         uint64_t up = min_u64(sub_sat(floor_kib, w[i].to_kib), avail);
                         if (up > 0) {
@@ -275,9 +515,13 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
                 }
         }
 
-        compute_needs(s, guests, n_guests, w);
+        if (adaptive)
+                adaptive_needs(s, in, guests, n_guests, w);
+        else
+                seed_needs(s, guests, n_guests, w);
         for (size_t i = 0; i < n_guests; i++)
                 if (w[i].need_kib > 0) {
+                        w[i].asked_kib = w[i].need_kib;
                         sum.need_total_kib += w[i].need_kib;
                         sum.n_needy++;
                 }
@@ -291,38 +535,32 @@ ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const M
                                 sum.granted_kib += w[i].need_kib;
                                 w[i].need_kib = 0;
                         }
+        } else if (adaptive) {
+                if (serve_in_order(guests, n_guests, w, avail, &sum.granted_kib) < 0) {
+                        free(w);
+                        return -ENOMEM;
+                }
         } else
-                sum.granted_kib = share_by_weight(guests, n_guests, w, avail);
+                sum.granted_kib = share_by_weight(n_guests, w, avail);
 
-        /*
-         * Claims. Without a crunch a guest keeps up to 2T unused; in a crunch everyone above T
-         * gives, never below T. Claimed memory reaches the host's free figure once the balloon
-         * has inflated, so it is shared at the next tick: a grant never spends memory that is
-         * not free yet.
-         */
-        uint64_t keep = sum.crunch ? s->domain_threshold_kib : 2 * s->domain_threshold_kib;
-        for (size_t i = 0; i < n_guests; i++) {
-                const McGuest *g = &guests[i];
-
-                /* Nor from a guest whose grant is still landing: it was needy a moment ago. */
-                if (g->status != MC_GUEST_MANAGED || w[i].touched || w[i].reason != MC_REASON_NONE ||
-                    g->moved_externally || g->last_target_kib > g->actual_kib)
-                        continue;
-                /* In a crunch a guest whose unused memory is falling is consuming: it is about to
-                 * be needy, and claiming from it now would only have to be given back. */
-                if (sum.crunch && g->has_prev && g->prev_unused_kib > g->unused_kib + s->dead_band_kib)
-                        continue;
-                uint64_t amount = claim_amount(s, g, keep);
-                if (amount < s->dead_band_kib)
-                        continue;
-                w[i].to_kib = claim_base_kib(g) - amount;
-                w[i].reason = sum.crunch ? MC_REASON_CRUNCH_CLAIM : MC_REASON_CLAIM;
-                sum.claimed_kib += amount;
-        }
+        if (adaptive)
+                adaptive_claims(s, in, guests, n_guests, w, &sum);
+        else
+                seed_claims(s, guests, n_guests, w, &sum);
 
         for (size_t i = 0; i < n_guests; i++) {
-                const McGuest *g = &guests[i];
+                const McGuest *g = guests[i];
                 uint64_t to = w[i].to_kib;
+
+                /* What was needed and not given: share_by_weight zeroes need_kib as it goes. */
+                uint64_t got = w[i].reason == MC_REASON_CRUNCH_GRANT || w[i].reason == MC_REASON_GRANT
+                                       ? sub_sat(to, committed_kib(g))
+                                       : 0;
+                uint64_t missing = w[i].asked_kib > got ? w[i].asked_kib - got : 0;
+                if (missing >= s->dead_band_kib && missing > 0)
+                        sum.n_short++;
+                if (short_kib)
+                        short_kib[i] = missing >= s->dead_band_kib ? missing : 0;
 
                 if (w[i].reason == MC_REASON_NONE)
                         continue;

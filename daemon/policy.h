@@ -2,9 +2,11 @@
 #pragma once
 
 /*
- * The coordination algorithm. A pure function: a snapshot of the guests and the host plus the
- * settings go in, balloon decisions come out. No I/O, no libvirt, no sd-bus; every size is in
- * KiB, libvirt's unit. See README.md, "The algorithm", for the rules and the reasons.
+ * The coordination algorithm, "decide". A pure function: the guests (guest.h) and the host
+ * plus the settings go in, balloon decisions come out. No I/O, no libvirt, no sd-bus; every
+ * size is in KiB, libvirt's unit. Two policies: `seed`, the assignment's rules exactly, and
+ * `adaptive` (the default), which reads the rate of demand and the guest's page cache. See
+ * README.md, "The algorithm", for the rules and the reasons.
  */
 
 #include <stdbool.h>
@@ -12,25 +14,16 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-typedef enum McGuestStatus {
-        MC_GUEST_MANAGED,    /* fresh balloon stats: the policy may move it */
-        MC_GUEST_NO_BALLOON, /* no balloon driver or no stats at all */
-        MC_GUEST_STALE,      /* stats stopped advancing */
-        MC_GUEST_EXCLUDED,   /* the admin excluded it */
-        _MC_GUEST_STATUS_MAX,
-} McGuestStatus;
+#include "guest.h"
 
-typedef enum McReason {
-        MC_REASON_NONE,
-        MC_REASON_CLAIM,        /* idle guest gives back part of its unused memory */
-        MC_REASON_GRANT,        /* needy guest gets memory from the host */
-        MC_REASON_CRUNCH_CLAIM, /* host short: claim from every guest above the threshold */
-        MC_REASON_CRUNCH_GRANT, /* host short: what is free is shared among the needy */
-        MC_REASON_CLAMP,        /* actual outside the guest's [min, max]: brought back */
-        _MC_REASON_MAX,
-} McReason;
+typedef enum McPolicyKind {
+        MC_POLICY_ADAPTIVE,
+        MC_POLICY_SEED,
+        _MC_POLICY_MAX,
+} McPolicyKind;
 
 typedef struct McPolicySettings {
+        McPolicyKind kind;
         uint64_t domain_threshold_kib; /* T: a guest is needy below T unused */
         uint64_t host_threshold_kib;   /* H: the host never grants below H free */
         uint64_t host_budget_kib;      /* cap on the sum of guests' actual; 0 = none */
@@ -40,22 +33,12 @@ typedef struct McPolicySettings {
         double grant_factor;           /* need = factor x (T - unused) */
 } McPolicySettings;
 
-typedef struct McGuest {
-        const char *name; /* for the caller's logs; the policy does not read it */
-        McGuestStatus status;
-        uint64_t actual_kib;    /* balloon size the guest holds now */
-        uint64_t unused_kib;    /* guest's free memory */
-        uint64_t max_kib;       /* the hypervisor's maximum for this guest */
-        uint64_t min_kib;       /* admin floor; 0 = settings' default */
-        uint64_t limit_max_kib; /* admin cap; 0 = max_kib */
-        unsigned weight;        /* crunch share bias; 0 counts as 1 */
-
-        /* History the caller keeps from tick to tick. */
-        bool has_prev;            /* prev_unused_kib is valid */
-        uint64_t prev_unused_kib; /* unused at the previous tick */
-        uint64_t last_target_kib; /* last target set and not yet reached; 0 = none */
-        bool moved_externally;    /* the balloon rose past our target on its own */
-} McGuest;
+/* What the policy reads besides the guests. */
+typedef struct McPolicyInput {
+        uint64_t host_free_kib; /* the host's free memory now */
+        uint64_t now_mono_usec; /* the clock the guests' samples were folded in on */
+        uint64_t interval_usec; /* between two ticks: how soon the next decision comes */
+} McPolicyInput;
 
 typedef struct McDecision {
         size_t guest; /* index into the guests array */
@@ -70,6 +53,7 @@ typedef struct McPolicySummary {
         uint64_t granted_kib;
         uint64_t claimed_kib;
         unsigned n_needy;
+        unsigned n_short; /* needy guests that got less than they needed */
         bool crunch;
 } McPolicySummary;
 
@@ -77,18 +61,21 @@ extern const McPolicySettings mc_policy_defaults;
 
 const char *mc_reason_to_string(McReason r);
 const char *mc_guest_status_to_string(McGuestStatus s);
+const char *mc_policy_kind_to_string(McPolicyKind k);
+/* Returns -1 for an unknown name. */
+int mc_policy_kind_from_string(const char *s);
 
 /* Returns NULL when the settings are usable, otherwise a sentence saying what is wrong. */
 const char *mc_policy_settings_check(const McPolicySettings *s);
 
-/* The floor and the cap the policy applies to guest g. */
+/* The floor and the cap the policy applies to guest g: mc_guest_limits() with s's default. */
 uint64_t mc_guest_floor_kib(const McPolicySettings *s, const McGuest *g);
 uint64_t mc_guest_cap_kib(const McGuest *g);
 
 /*
- * Runs one tick. host_free_kib is the host's free memory now. decisions must have room for
- * n_guests entries; at most one decision is made per guest. Returns the number of decisions,
- * or -ENOMEM.
+ * Runs one tick. decisions must have room for n_guests entries; at most one decision is made
+ * per guest. short_kib, if not NULL, has n_guests entries and receives what each guest needed
+ * and did not get. Returns the number of decisions, or -ENOMEM.
  */
-ssize_t mc_policy_run(const McPolicySettings *s, uint64_t host_free_kib, const McGuest *guests,
-                      size_t n_guests, McDecision *decisions, McPolicySummary *summary);
+ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
+                      size_t n_guests, McDecision *decisions, uint64_t *short_kib, McPolicySummary *summary);

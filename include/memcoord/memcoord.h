@@ -29,9 +29,16 @@
 #define MC_BYTES_PER_KIB UINT64_C(1024)
 #define MC_USEC_PER_SEC UINT64_C(1000000)
 
+/* The largest size a setting may have on the bus: 4 PiB, what x86-64's 52-bit physical
+ * addresses (5-level paging) can reach, far below where bytes, KiB and the state file's "K"
+ * sizes would wrap. */
+#define MC_SIZE_MAX_BYTES (UINT64_C(1) << 52)
+
+/* Saturates: a figure from the hypervisor too large for bytes reads as UINT64_MAX, not as a
+ * small number. */
 static inline uint64_t mc_kib_to_bytes(uint64_t kib)
 {
-        return kib * MC_BYTES_PER_KIB;
+        return kib > UINT64_MAX / MC_BYTES_PER_KIB ? UINT64_MAX : kib * MC_BYTES_PER_KIB;
 }
 
 static inline uint64_t mc_bytes_to_kib(uint64_t bytes)

@@ -10,7 +10,7 @@
  *               manager's own work plus the driver's, no RPC.
  *   tick-rpc    a whole mc_manager_tick() through a running libvirtd serving the test driver
  *               (test+unix:///default), so every libvirt call is a real RPC; calls per tick
- *               come from the manager's own counters (m->last_calls).
+ *               come from the manager's own counters ((*mc_hypervisor_calls(m->hypervisor))).
  *   bulk-only / per-guest-loop
  *               one virConnectGetAllDomainStats(VIR_DOMAIN_STATS_BALLOON) against one
  *               virDomainMemoryStats() per guest, on the same daemon and the same guests,
@@ -229,7 +229,7 @@ static McGuest *make_guests(unsigned n)
                 uint64_t max = GIB(g_rand_int_range(rand, 2, 9));
 
                 *x = (McGuest){
-                        .name = "synthetic",
+                        .name = (char *) "synthetic",
                         .status = MC_GUEST_MANAGED,
                         .max_kib = max,
                         .actual_kib = MIB(g_rand_int_range(rand, 1024, (gint32) (max / 1024))),
@@ -295,10 +295,19 @@ static McGuest *make_guests(unsigned n)
 
 static volatile ssize_t policy_sink;
 
-static void bench_policy_one(unsigned n, bool crunch)
+static ssize_t policy_run(const McPolicySettings *s, uint64_t host_free, const McGuest *const *guests, unsigned n,
+                          McDecision *decisions, McPolicySummary *sum)
 {
-        const McPolicySettings *s = &mc_policy_defaults;
+        McPolicyInput in = { .host_free_kib = host_free, .now_mono_usec = 0, .interval_usec = 1000000 };
+
+        return mc_policy_run(s, &in, guests, n, decisions, NULL, sum);
+}
+
+static void bench_policy_one(unsigned n, bool crunch, McPolicyKind kind)
+{
+        McPolicySettings settings = mc_policy_defaults, *s = &settings;
         g_autofree McGuest *guests = make_guests(n);
+        g_autofree const McGuest **ptrs = g_new0(const McGuest *, n);
         g_autofree McDecision *decisions = g_new0(McDecision, n);
         g_autoptr(GArray) samples = g_array_new(FALSE, FALSE, sizeof(double));
         McPolicySummary sum = {};
@@ -307,7 +316,10 @@ static void bench_policy_one(unsigned n, bool crunch)
         uint64_t host_free = crunch ? s->host_threshold_kib + (uint64_t) n * MIB(30) : GIB(1024);
         ssize_t r;
 
-        r = mc_policy_run(s, host_free, guests, n, decisions, &sum);
+        settings.kind = kind;
+        for (unsigned i = 0; i < n; i++)
+                ptrs[i] = &guests[i];
+        r = policy_run(s, host_free, ptrs, n, decisions, &sum);
         if (r < 0) {
                 fprintf(stderr, "mc_policy_run failed: %s\n", g_strerror((int) -r));
                 exit(EXIT_FAILURE);
@@ -318,7 +330,7 @@ static void bench_policy_one(unsigned n, bool crunch)
         /* Calibrate, warm: how many runs make one sample. */
         uint64_t t0 = now_nsec(), calibration_runs = 0;
         while (calibration_runs < 1000 && now_nsec() - t0 < NSEC_PER_SEC / 1000) {
-                policy_sink = mc_policy_run(s, host_free, guests, n, decisions, &sum);
+                policy_sink = policy_run(s, host_free, ptrs, n, decisions, &sum);
                 calibration_runs++;
         }
         uint64_t one = MAX((now_nsec() - t0) / calibration_runs, 1);
@@ -330,7 +342,7 @@ static void bench_policy_one(unsigned n, bool crunch)
                samples->len < POLICY_MAX_SAMPLES) {
                 t0 = now_nsec();
                 for (unsigned k = 0; k < batch; k++)
-                        policy_sink = mc_policy_run(s, host_free, guests, n, decisions, &sum);
+                        policy_sink = policy_run(s, host_free, ptrs, n, decisions, &sum);
                 double per_run = (double) (now_nsec() - t0) / batch;
                 g_array_append_val(samples, per_run);
                 runs += batch;
@@ -339,7 +351,7 @@ static void bench_policy_one(unsigned n, bool crunch)
         char avail[32];
         snprintf(avail, sizeof(avail), "%" PRIu64 " MiB", first.host_available_kib / 1024);
         Row row = { .guests = n };
-        g_strlcpy(row.part, crunch ? "policy-crunch" : "policy", sizeof(row.part));
+        snprintf(row.part, sizeof(row.part), "%s%s", mc_policy_kind_to_string(kind), crunch ? "-crunch" : "");
         if (batch > 1)
                 snprintf(row.runs, sizeof(row.runs), "%ux%u", samples->len, batch);
         else
@@ -362,8 +374,10 @@ static void bench_policy(const unsigned *sizes, size_t n_sizes)
                "#   is a batch of runs timed together (runs: samples x runs per sample), min/median/max\n"
                "#   are per run; per-guest = median / guests\n");
         for (size_t i = 0; i < n_sizes; i++) {
-                bench_policy_one(sizes[i], false);
-                bench_policy_one(sizes[i], true);
+                for (int k = 0; k < _MC_POLICY_MAX; k++) {
+                        bench_policy_one(sizes[i], false, (McPolicyKind) k);
+                        bench_policy_one(sizes[i], true, (McPolicyKind) k);
+                }
         }
 }
 
@@ -781,8 +795,8 @@ static int bench_tick_one(sd_event *e, virConnectPtr conn, const char *uri, cons
                 }
                 if (w == 0) {
                         setup.first_tick = last_warm;
-                        setup.first_calls = m->last_calls;
-                        setup.seen = g_hash_table_size(m->domains);
+                        setup.first_calls = *mc_hypervisor_calls(m->hypervisor);
+                        setup.seen = g_hash_table_size(m->guests);
                 }
                 drain_events(e);
         }
@@ -807,17 +821,17 @@ static int bench_tick_one(sd_event *e, virConnectPtr conn, const char *uri, cons
                 }
                 g_array_append_val(times, dt);
                 if (k == 0) {
-                        calls = m->last_calls;
+                        calls = (*mc_hypervisor_calls(m->hypervisor));
                         calls_max = calls;
-                } else if (!same_calls(&calls, &m->last_calls)) {
+                } else if (!same_calls(&calls, &(*mc_hypervisor_calls(m->hypervisor)))) {
                         calls_vary = true;
-                        calls.bulk_calls = MIN(calls.bulk_calls, m->last_calls.bulk_calls);
-                        calls.per_domain_calls = MIN(calls.per_domain_calls, m->last_calls.per_domain_calls);
-                        calls.other_calls = MIN(calls.other_calls, m->last_calls.other_calls);
-                        calls_max.bulk_calls = MAX(calls_max.bulk_calls, m->last_calls.bulk_calls);
+                        calls.bulk_calls = MIN(calls.bulk_calls, (*mc_hypervisor_calls(m->hypervisor)).bulk_calls);
+                        calls.per_domain_calls = MIN(calls.per_domain_calls, (*mc_hypervisor_calls(m->hypervisor)).per_domain_calls);
+                        calls.other_calls = MIN(calls.other_calls, (*mc_hypervisor_calls(m->hypervisor)).other_calls);
+                        calls_max.bulk_calls = MAX(calls_max.bulk_calls, (*mc_hypervisor_calls(m->hypervisor)).bulk_calls);
                         calls_max.per_domain_calls =
-                                MAX(calls_max.per_domain_calls, m->last_calls.per_domain_calls);
-                        calls_max.other_calls = MAX(calls_max.other_calls, m->last_calls.other_calls);
+                                MAX(calls_max.per_domain_calls, (*mc_hypervisor_calls(m->hypervisor)).per_domain_calls);
+                        calls_max.other_calls = MAX(calls_max.other_calls, (*mc_hypervisor_calls(m->hypervisor)).other_calls);
                 }
                 drain_events(e);
                 if (rpc) {
@@ -826,7 +840,7 @@ static int bench_tick_one(sd_event *e, virConnectPtr conn, const char *uri, cons
                                 goto out;
                 }
         }
-        unsigned seen = g_hash_table_size(m->domains);
+        unsigned seen = g_hash_table_size(m->guests);
         m = mc_manager_free(m);
         drain_events(e);
 
@@ -960,7 +974,7 @@ static int bench_rpc(sd_event *e, const unsigned *sizes, size_t n_sizes)
                "#   connected by mc_manager_start(), its tick timer then disabled: the bench calls "
                "mc_manager_tick()\n"
                "#   (%d warm-up ticks, then up to %d measured, fewer when a size would take over %.0f s)\n"
-               "# calls/tick: total = bulk + per-domain + other, from the manager's m->last_calls\n",
+               "# calls/tick: total = bulk + per-domain + other, from the manager's (*mc_hypervisor_calls(m->hypervisor))\n",
                opt_apply ? "false (targets are set)" : "true (no targets set)", MAX(opt_warmup, 1),
                opt_ticks, opt_tick_budget_sec);
         fflush(stdout);

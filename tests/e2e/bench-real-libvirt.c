@@ -228,7 +228,7 @@ int main(int argc, char **argv)
                 }
                 if (rep >= 0) {
                         g_array_append_val(tick.ms, dt);
-                        McCallCounters c = m->last_calls;
+                        McCallCounters c = (*mc_hypervisor_calls(m->hypervisor));
                         if (rep == 0)
                                 calls_min = calls_max = c;
                         calls_min.bulk_calls = MIN(calls_min.bulk_calls, c.bulk_calls);
@@ -256,7 +256,7 @@ int main(int argc, char **argv)
                          calls_min.other_calls, calls_max.other_calls);
         snprintf(tick.note, sizeof(tick.note),
                  "mc_manager_tick(), dry run; calls = bulk + per-domain + other; %u guests seen",
-                 g_hash_table_size(m->domains));
+                 g_hash_table_size(m->guests));
 
         printf("#guests\tpart\truns\tmin_ms\tmedian_ms\tmax_ms\tper_guest_ms\tcalls\tnote\n");
         print_part(&bulk, n_doms);

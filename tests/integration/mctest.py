@@ -48,6 +48,7 @@ LIST_FIELDS = ("path", "name", "uuid", "status", "actual", "target", "unused", "
                "maximum", "min", "max", "stats_age", "weight", "last_change", "last_reason")
 
 _live = []  # Popen objects to kill at exit
+_undo = []  # callables that undo changes to the machine (files, users), run at exit
 
 
 def kill_group(proc, timeout=10.0):
@@ -81,12 +82,30 @@ def _kill_all():
         kill_group(proc, timeout=5.0)
 
 
+def _undo_all():
+    while _undo:
+        fn = _undo.pop()
+        try:
+            fn()
+        except Exception as e:  # one failed undo must not keep the others from running
+            print(f"clean-up {fn!r} failed: {e}", flush=True)
+
+
+def on_exit(fn):
+    """Runs fn at exit, after the processes are gone: on a normal end and on SIGTERM alike.
+    For changes outside the test's own directory (a user, a file under /etc)."""
+    _undo.append(fn)
+    return fn
+
+
 def _on_sigterm(signum, frame):
     # A timeout: clean up and go at once, without running the rest of the tests.
     _kill_all()
+    _undo_all()
     os._exit(128 + signum)
 
 
+atexit.register(_undo_all)
 atexit.register(_kill_all)
 signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -209,13 +228,18 @@ PERMISSIVE = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 class Bus:
     """A private dbus-daemon."""
 
-    def __init__(self, tmp, system_like=True):
+    def __init__(self, tmp, system_like=True, extra_policies=()):
+        """extra_policies: more bus policy files to include (e.g. polkit's), system-like only."""
         self.tmp = tmp
         socket_path = tmp.join("bus.sock")
         policy = os.path.join(SOURCE_ROOT, "dbus", "org.memcoord.conf")
         conf = tmp.join("bus.conf")
+        text = (SYSTEM_LIKE if system_like else PERMISSIVE).format(socket=socket_path, policy=policy)
+        if extra_policies:
+            includes = "".join(f"  <include>{p}</include>\n" for p in extra_policies)
+            text = text.replace("</busconfig>", includes + "</busconfig>")
         with open(conf, "w") as f:
-            f.write((SYSTEM_LIKE if system_like else PERMISSIVE).format(socket=socket_path, policy=policy))
+            f.write(text)
         self.log = open(tmp.join("dbus-daemon.log"), "w")
         self.proc = spawn(["dbus-daemon", "--config-file=" + conf, "--nofork", "--nopidfile",
                            "--print-address=1"], stdout=subprocess.PIPE, stderr=self.log)
@@ -243,6 +267,15 @@ class Bus:
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
+def as_user(user):
+    """setpriv's prefix that runs a command as user, with that user's primary group only."""
+    import pwd
+    if user == "nobody":
+        return NOBODY
+    pw = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
+
+
 class CallError(Exception):
     def __init__(self, name, message):
         super().__init__(f"{name}: {message}")
@@ -260,7 +293,7 @@ class Client:
 
     def __init__(self, bus, user=None):
         self.bus = bus
-        self.prefix = NOBODY if user == "nobody" else []
+        self.prefix = as_user(user) if user else []
 
     def busctl(self, *args):
         r = run(self.prefix + ["busctl", "--address=" + self.bus.address] + list(args))
@@ -309,11 +342,11 @@ class Client:
 class Monitor:
     """busctl monitor on org.memcoord (as root, through org.freedesktop.DBus.Monitoring)."""
 
-    def __init__(self, bus):
+    def __init__(self, bus, names=(BUS_NAME,)):
         self.bus = bus
         self.messages = []
         self.cond = threading.Condition()
-        self.proc = spawn(["busctl", "--address=" + bus.address, "monitor", "--json=short", BUS_NAME],
+        self.proc = spawn(["busctl", "--address=" + bus.address, "monitor", "--json=short"] + list(names),
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -385,9 +418,10 @@ class Daemon:
     """memcoordd on a bus (or none), its stderr kept in a file."""
 
     def __init__(self, tmp, bus=None, bus_kind="system", args=(), state_dir=None, config=None, name="memcoordd",
-                 interval="0.2", config_text="[Coordinator]\n"):
+                 interval="0.2", config_text="[Coordinator]\n", wrapper=()):
         """interval: --interval's value, or None to leave it to the config and state files.
-        config_text: written to the config file unless that exists already."""
+        config_text: written to the config file unless that exists already.
+        wrapper: a command that runs memcoordd (it must exec it, keeping the pid)."""
         self.tmp = tmp
         self.bus = bus
         self.state_dir = state_dir or tmp.join("state")
@@ -410,6 +444,7 @@ class Daemon:
         if interval is not None:
             argv += ["--interval", interval]
         argv += list(args)
+        argv = list(wrapper) + argv
         self.argv = argv
         self.log_path = tmp.join(name + ".log")
         self.log = open(self.log_path, "w")

@@ -198,7 +198,7 @@ class ApiTest(BusTestCase):
     def test_manager_properties(self):
         props = self.root.get_all()
         self.assertEqual(props["LibvirtURI"], "test://" + os.environ["MC_NODE_XML"])
-        self.assertEqual(props["Policy"], "seed")
+        self.assertEqual(props["Policy"], "adaptive")
         self.assertEqual(props["State"], "running")
         self.assertEqual(props["IntervalUSec"], 200000)
         self.assertEqual(props["DomainThresholdBytes"], 100 * MIB)
@@ -423,7 +423,8 @@ class ApiTest(BusTestCase):
 @require_root
 @require_tools("dbus-daemon", "busctl", "dbus-send", "setpriv")
 class PolicyTest(BusTestCase):
-    """The system-like bus with dbus/org.memcoord.conf: nobody reads, only root changes."""
+    """The system-like bus with dbus/org.memcoord.conf: nobody reads; nobody's changes reach the
+    daemon, which denies them (no polkit on this bus); only root changes."""
 
     def test_nobody_can_read(self):
         self.assertEqual(self.nobody.get("State"), "running")
@@ -445,7 +446,9 @@ class PolicyTest(BusTestCase):
         domains = self.domain_settings()
         for method, args in MUTATING_CALLS:
             with self.subTest(method=method):
-                self.assert_call_fails(self.nobody, ACCESS_DENIED, method, *args)
+                e = self.assert_call_fails(self.nobody, ACCESS_DENIED, method, *args)
+                # The bus lets the call through; the daemon's gate denies it (no polkit here).
+                self.assertIn("needs root or the polkit action org.memcoord.manage", e.message)
         self.assertEqual(self.settings(), settings)
         self.assertEqual(self.domain_settings(), domains)
         # Setting a property directly is no way around it.
@@ -508,6 +511,37 @@ class PolicyTest(BusTestCase):
         self.assertEqual(self.root.get("DomainThresholdBytes"), TIB)
         self.root.call("SetDomainThreshold", "uint64:%d" % (MIB + 1024))
         self.assertEqual(self.root.get("DomainThresholdBytes"), MIB + 1024)
+
+    def test_sizes_bounded(self):
+        # Manager.xml: a size above 4 PiB is refused whatever the method. Unbounded,
+        # SetHostBudget(UINT64_MAX) was saved as a size the state file's parser rejects.
+        u64_max = "uint64:%d" % (2**64 - 1)
+        over = "uint64:%d" % (2**52 + 1)
+        cases = [
+            ("SetHostBudget", [u64_max]),
+            ("SetHostBudget", [over]),
+            ("SetHostThreshold", [u64_max]),
+            ("SetDomainThreshold", [u64_max]),
+            ("SetDomainLimits", ["string:vm1", "uint64:0", u64_max, "uint32:0"]),
+            ("SetDomainLimits", ["string:vm1", "uint64:0", over, "uint32:0"]),
+            ("SetDomainLimits", ["string:vm1", u64_max, "uint64:0", "uint32:0"]),
+        ]
+        settings = self.settings()
+        domains = self.domain_settings()
+        for method, args in cases:
+            with self.subTest(method=method, args=args):
+                self.assert_call_fails(self.root, INVALID_ARGUMENT, method, *args)
+        self.assertEqual(self.settings(), settings)
+        self.assertEqual(self.domain_settings(), domains)
+        self.assertFalse(os.path.exists(os.path.join(self.daemon.state_dir, "state.conf")))
+
+        # At the bound: accepted, saved, and loaded again by the next start.
+        self.root.call("SetHostBudget", "uint64:%d" % 2**52)
+        self.root.call("SetDomainLimits", "string:vm1", "uint64:0", "uint64:%d" % 2**52, "uint32:0")
+        self.assertEqual(self.root.get("HostBudgetBytes"), 2**52)
+        self.assertEqual(self.daemon.stop(), 0)
+        self.daemon = self.start_daemon(name="memcoordd-again", config=self.daemon.config)
+        self.assertEqual(self.root.get("HostBudgetBytes"), 2**52)
 
     def test_threshold_above_one_tib_refused(self):
         # 1 TiB and one byte is above the documented bound; it must not be taken as 1 TiB.

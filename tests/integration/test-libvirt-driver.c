@@ -94,17 +94,28 @@ static const BalloonRecord *recorder_find(const Recorder *r, const char *name)
         return found;
 }
 
-static void on_domain_added(void *userdata, McDomain *d)
+/* When set, the next guest added during a tick kills this libvirtd: the connection is then
+ * lost between the tick's collect and its decisions. */
+typedef struct Libvirtd Libvirtd;
+static Libvirtd *kill_on_add;
+static McManager *kill_on_add_manager;
+static void libvirtd_kill(Libvirtd *l);
+
+static void on_domain_added(void *userdata, McGuest *d)
 {
         ((Recorder *) userdata)->added++;
+        if (kill_on_add && kill_on_add_manager && kill_on_add_manager->in_tick) {
+                libvirtd_kill(kill_on_add);
+                kill_on_add = NULL;
+        }
 }
 
-static void on_domain_removed(void *userdata, McDomain *d)
+static void on_domain_removed(void *userdata, McGuest *d)
 {
         ((Recorder *) userdata)->removed++;
 }
 
-static void on_balloon_changed(void *userdata, McDomain *d, uint64_t from_kib, uint64_t to_kib,
+static void on_balloon_changed(void *userdata, McGuest *d, uint64_t from_kib, uint64_t to_kib,
                                McReason reason)
 {
         Recorder *r = userdata;
@@ -124,21 +135,20 @@ static void on_tick_completed(void *userdata, uint64_t tick, uint64_t host_free_
         r->min_managed = MIN(r->min_managed, managed);
 }
 
-static void on_properties_changed(void *userdata, const char *const *names)
+static void on_manager_changed(void *userdata, unsigned changes)
 {
         Recorder *r = userdata;
 
-        for (size_t i = 0; names[i]; i++)
-                if (g_str_equal(names[i], "State"))
-                        r->state_notifications++;
+        if (changes & MC_MANAGER_CHANGED_STATE)
+                r->state_notifications++;
 }
 
 static const McManagerListener recorder_listener = {
-        .domain_added = on_domain_added,
-        .domain_removed = on_domain_removed,
+        .guest_added = on_domain_added,
+        .guest_removed = on_domain_removed,
         .balloon_changed = on_balloon_changed,
         .tick_completed = on_tick_completed,
-        .properties_changed = on_properties_changed,
+        .manager_changed = on_manager_changed,
 };
 
 /* ---- the loop ---- */
@@ -188,12 +198,15 @@ static McManager *manager_new(const char *uri, uint64_t interval_usec, bool dry_
         g_assert_cmpint(mc_manager_new(event, c, NULL, NULL, &m), ==, 0);
         mc_manager_set_listener(m, &recorder_listener, rec);
         g_assert_cmpint(mc_manager_start(m), ==, 0);
+        /* The connection is announced from the loop (a deferred event): let it run. */
+        for (int i = 0; i < 10 && sd_event_run(event, 0) > 0; i++)
+                ;
         return m;
 }
 
-static McDomain *must_find(McManager *m, const char *name)
+static McGuest *must_find(McManager *m, const char *name)
 {
-        McDomain *d = mc_manager_find_domain(m, name);
+        McGuest *d = mc_manager_find_guest(m, name);
 
         if (!d)
                 g_error("the manager does not see guest %s", name);
@@ -270,10 +283,10 @@ static void test_node_stats_read(void)
         assert_defaults(m);
         tick(m);
 
-        g_assert_cmpuint(g_hash_table_size(m->domains), ==, G_N_ELEMENTS(node_guests));
+        g_assert_cmpuint(g_hash_table_size(m->guests), ==, G_N_ELEMENTS(node_guests));
         for (size_t i = 0; i < G_N_ELEMENTS(node_guests); i++) {
                 const NodeGuest *g = &node_guests[i];
-                McDomain *d = must_find(m, g->name);
+                McGuest *d = must_find(m, g->name);
 
                 g_test_message("%s: actual %" G_GUINT64_FORMAT " unused %" G_GUINT64_FORMAT
                                " max %" G_GUINT64_FORMAT " status %s",
@@ -294,8 +307,8 @@ static void test_node_stats_read(void)
         }
         /* One bulk call for all; the test driver's bulk records lack balloon fields, so one
          * per-guest call for each guest with a balloon, none for the one without. */
-        g_assert_cmpuint(m->last_calls.bulk_calls, ==, 1);
-        g_assert_cmpuint(m->last_calls.per_domain_calls, ==, 3);
+        g_assert_cmpuint((*mc_hypervisor_calls(m->hypervisor)).bulk_calls, ==, 1);
+        g_assert_cmpuint((*mc_hypervisor_calls(m->hypervisor)).per_domain_calls, ==, 3);
         g_assert_cmpuint(rec.last_managed, ==, 3);
         g_assert_cmpuint(m->host.total_kib, >, 0);
 
@@ -331,7 +344,7 @@ static void test_node_targets_applied(void)
                 g_assert_cmpuint(b->from_kib, ==, g->current_kib);
                 g_assert_cmpuint(b->to_kib, ==,
                                  expected_claim_target(p, g->current_kib, g->current_kib / 2));
-                g_assert_cmpuint(must_find(m, g->name)->target_kib, ==, b->to_kib);
+                g_assert_cmpuint(must_find(m, g->name)->last_target_kib, ==, b->to_kib);
         }
         /* vm1: 1024 MiB, unused 512 MiB: min(51.2 MiB, 312 MiB) -> 996148 KiB. */
         g_assert_cmpuint(recorder_find(&rec, "vm1")->to_kib, ==, 996148);
@@ -345,14 +358,14 @@ static void test_node_targets_applied(void)
                 tick(m);
                 for (guint i = 0; i < prev->len; i++) {
                         const BalloonRecord *b = &g_array_index(prev, BalloonRecord, i);
-                        McDomain *d = must_find(m, b->name);
+                        McGuest *d = must_find(m, b->name);
 
                         g_assert_cmpuint(d->actual_kib, ==, b->to_kib);
                         g_assert_cmpuint(d->unused_kib, ==, b->to_kib / 2);
                 }
                 for (guint i = 0; i < rec.balloons->len; i++) {
                         const BalloonRecord *b = &g_array_index(rec.balloons, BalloonRecord, i);
-                        McDomain *d = must_find(m, b->name);
+                        McGuest *d = must_find(m, b->name);
 
                         g_assert_cmpstr(mc_reason_to_string(b->reason), ==, "claim");
                         g_assert_cmpuint(b->from_kib, ==, d->actual_kib);
@@ -365,7 +378,7 @@ static void test_node_targets_applied(void)
 
         /* Converged: each guest keeps between 2T and 2T + the dead band unused. */
         for (size_t i = 0; i < G_N_ELEMENTS(node_guests); i++) {
-                McDomain *d = must_find(m, node_guests[i].name);
+                McGuest *d = must_find(m, node_guests[i].name);
 
                 if (!node_guests[i].balloon)
                         continue;
@@ -375,7 +388,7 @@ static void test_node_targets_applied(void)
                 g_assert_cmpuint(d->unused_kib, >=, 2 * p->domain_threshold_kib);
                 g_assert_cmpuint(d->unused_kib, <, 2 * p->domain_threshold_kib + p->dead_band_kib);
                 g_assert_cmpuint(d->actual_kib, >=, p->default_min_kib);
-                g_assert_cmpuint(d->target_kib, ==, 0);
+                g_assert_cmpuint(d->last_target_kib, ==, 0);
         }
 
         mc_manager_free(m);
@@ -391,9 +404,9 @@ static void test_node_noballoon_never_resized(void)
         McManager *m = manager_new(uri, MC_INTERVAL_MAX_USEC, false, &rec);
         for (unsigned i = 0; i < 60; i++) {
                 tick(m);
-                McDomain *d = must_find(m, "vm-noballoon");
+                McGuest *d = must_find(m, "vm-noballoon");
                 g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "no-balloon");
-                g_assert_cmpuint(d->target_kib, ==, 0);
+                g_assert_cmpuint(d->last_target_kib, ==, 0);
                 g_assert_cmpuint(d->last_change_usec, ==, 0);
                 g_assert_null(recorder_find(&rec, "vm-noballoon"));
                 g_assert_cmpuint(rec.last_managed, ==, 3);
@@ -418,7 +431,7 @@ static void test_node_noballoon_reports_memory(void)
         McManager *m = manager_new(uri, MC_INTERVAL_MAX_USEC, false, &rec);
         for (unsigned i = 0; i < 5; i++) {
                 tick(m);
-                McDomain *d = must_find(m, "vm-noballoon");
+                McGuest *d = must_find(m, "vm-noballoon");
                 g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "no-balloon");
                 g_assert_cmpuint(d->actual_kib, ==, MIB(1024));
                 g_assert_cmpuint(d->max_kib, ==, MIB(1024));
@@ -450,7 +463,7 @@ static void test_node_synthetic_stamps_fresh(void)
         g_assert_cmpuint(rec.ticks, >=, 15);
         g_assert_cmpuint(rec.min_managed, ==, 3);
         for (size_t i = 0; i < G_N_ELEMENTS(node_guests); i++) {
-                McDomain *d = must_find(m, node_guests[i].name);
+                McGuest *d = must_find(m, node_guests[i].name);
 
                 if (!node_guests[i].balloon)
                         continue;
@@ -472,11 +485,11 @@ static void test_node_dry_run(void)
         for (unsigned i = 0; i < 5; i++) {
                 tick(m);
                 for (size_t j = 0; j < G_N_ELEMENTS(node_guests); j++) {
-                        McDomain *d = must_find(m, node_guests[j].name);
+                        McGuest *d = must_find(m, node_guests[j].name);
 
                         if (node_guests[j].balloon)
                                 g_assert_cmpuint(d->actual_kib, ==, node_guests[j].current_kib);
-                        g_assert_cmpuint(d->target_kib, ==, 0);
+                        g_assert_cmpuint(d->last_target_kib, ==, 0);
                         g_assert_cmpuint(d->last_change_usec, ==, 0);
                 }
         }
@@ -526,20 +539,22 @@ static void test_node_pause(void)
         g_assert_cmpuint(rec.state_notifications, ==, notified + 1);
 
         for (unsigned i = 0; i < 5; i++) {
-                unsigned generation = m->generation;
+                uint64_t ticks = m->tick_count, before = now_mono();
 
                 tick(m);
-                g_assert_cmpuint(m->generation, ==, generation + 1);
+                g_assert_cmpuint(m->tick_count, ==, ticks + 1);
                 g_assert_cmpuint(rec.last_changed, ==, 0);
                 g_assert_cmpuint(rec.last_managed, ==, 3);
                 for (size_t j = 0; j < G_N_ELEMENTS(node_guests); j++) {
-                        McDomain *d = must_find(m, node_guests[j].name);
+                        McGuest *d = must_find(m, node_guests[j].name);
 
-                        /* Read this tick, and unchanged. */
-                        g_assert_cmpuint(d->seen, ==, m->generation);
+                        /* Read this tick (the test driver's stamps count as new at every
+                         * reading), and unchanged. */
+                        if (node_guests[j].balloon)
+                                g_assert_cmpuint(d->freshness.changed_at_usec, >=, before);
                         if (node_guests[j].balloon)
                                 g_assert_cmpuint(d->actual_kib, ==, node_guests[j].current_kib);
-                        g_assert_cmpuint(d->target_kib, ==, 0);
+                        g_assert_cmpuint(d->last_target_kib, ==, 0);
                 }
         }
         g_assert_cmpuint(rec.balloons->len, ==, 0);
@@ -769,7 +784,7 @@ static void test_remote_targets_visible(void)
         McManager *m = manager_new(l.uri, MC_INTERVAL_MAX_USEC, false, &rec);
         g_assert_true(mc_hypervisor_stamps_synthetic(m->hypervisor));
         tick(m);
-        McDomain *d = must_find(m, DEFAULT_GUEST);
+        McGuest *d = must_find(m, DEFAULT_GUEST);
         g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "managed");
         g_assert_cmpuint(d->actual_kib, ==, before);
         g_assert_cmpuint(d->unused_kib, ==, before / 2);
@@ -793,7 +808,7 @@ static gboolean domain_present(gpointer userdata)
 {
         gpointer *args = userdata;
 
-        return mc_manager_find_domain(args[0], args[1]) != NULL;
+        return mc_manager_find_guest(args[0], args[1]) != NULL;
 }
 
 static gboolean domain_absent(gpointer userdata)
@@ -815,8 +830,8 @@ static void test_remote_lifecycle(void)
 
         McManager *m = manager_new(l.uri, MC_INTERVAL_MAX_USEC, false, &rec);
         tick(m);
-        g_assert_cmpuint(g_hash_table_size(m->domains), ==, 1);
-        g_assert_null(mc_manager_find_domain(m, "mc-it-new"));
+        g_assert_cmpuint(g_hash_table_size(m->guests), ==, 1);
+        g_assert_null(mc_manager_find_guest(m, "mc-it-new"));
 
         /* Created while the manager runs: the lifecycle event shows it, one tick manages it. */
         virDomainPtr dom = virDomainCreateXML(peer, new_guest_xml, 0);
@@ -825,7 +840,7 @@ static void test_remote_lifecycle(void)
         g_assert_true(spin_until(domain_present, args, USEC(10)));
         g_assert_cmpuint(rec.added, ==, 2);
         tick(m);
-        McDomain *d = must_find(m, "mc-it-new");
+        McGuest *d = must_find(m, "mc-it-new");
         g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "managed");
         g_assert_cmpuint(d->actual_kib, ==, MIB(1280));
         g_assert_cmpuint(d->max_kib, ==, MIB(1536));
@@ -840,19 +855,19 @@ static void test_remote_lifecycle(void)
         g_assert_true(spin_until(domain_absent, args, USEC(10)));
         g_assert_cmpuint(rec.removed, ==, 1);
         tick(m);
-        g_assert_null(mc_manager_find_domain(m, "mc-it-new"));
-        g_assert_nonnull(mc_manager_find_domain(m, DEFAULT_GUEST));
-        g_assert_cmpuint(g_hash_table_size(m->domains), ==, 1);
+        g_assert_null(mc_manager_find_guest(m, "mc-it-new"));
+        g_assert_nonnull(mc_manager_find_guest(m, DEFAULT_GUEST));
+        g_assert_cmpuint(g_hash_table_size(m->guests), ==, 1);
 
         /* Created and destroyed between two ticks, events unheard: the tick is the truth. */
         dom = virDomainCreateXML(peer, new_guest_xml, 0);
         g_assert_nonnull(dom);
         tick(m);
-        g_assert_nonnull(mc_manager_find_domain(m, "mc-it-new"));
+        g_assert_nonnull(mc_manager_find_guest(m, "mc-it-new"));
         g_assert_cmpint(virDomainDestroy(dom), ==, 0);
         virDomainFree(dom);
         tick(m);
-        g_assert_null(mc_manager_find_domain(m, "mc-it-new"));
+        g_assert_null(mc_manager_find_guest(m, "mc-it-new"));
 
         mc_manager_free(m);
         virConnectClose(peer);
@@ -889,7 +904,7 @@ static void test_remote_noballoon_untouched(void)
         McManager *m = manager_new(l.uri, MC_INTERVAL_MAX_USEC, false, &rec);
         for (unsigned i = 0; i < 20; i++) {
                 tick(m);
-                McDomain *d = must_find(m, "mc-it-noballoon");
+                McGuest *d = must_find(m, "mc-it-noballoon");
                 g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "no-balloon");
                 g_assert_cmpuint(remote_current_kib(peer, "mc-it-noballoon"), ==, MIB(1024));
         }
@@ -954,7 +969,7 @@ static void test_remote_pause(void)
         g_assert_cmpint(virDomainSetMemoryFlags(dom, MIB(1536), VIR_DOMAIN_AFFECT_LIVE), ==, 0);
         virDomainFree(dom);
         tick(m);
-        McDomain *d = must_find(m, DEFAULT_GUEST);
+        McGuest *d = must_find(m, DEFAULT_GUEST);
         g_assert_cmpuint(d->actual_kib, ==, MIB(1536));
         g_assert_cmpuint(d->unused_kib, ==, MIB(768));
         g_assert_cmpuint(rec.last_changed, ==, 0);
@@ -981,6 +996,61 @@ static gboolean state_is(gpointer userdata)
         return mc_manager_state(args[0]) == (McState) GPOINTER_TO_INT(args[1]);
 }
 
+/*
+ * libvirtd dies while a tick applies decisions: the set-target calls fail, the tick stops
+ * applying, and the guests it was using are freed only afterwards, from the loop (the
+ * manager once freed every guest from inside the failing call; under ASan that crashes).
+ */
+static void test_remote_lost_while_applying(void)
+{
+        Libvirtd l = {};
+        Recorder rec;
+
+        if (skip_without_libvirtd())
+                return;
+        libvirtd_start(&l);
+        recorder_init(&rec);
+        virConnectPtr peer = virConnectOpen(l.uri);
+        g_assert_nonnull(peer);
+
+        McManager *m = manager_new(l.uri, MC_INTERVAL_MAX_USEC, false, &rec);
+        /* The first tick learns that the test driver has no node stats: the host figure then
+         * comes from /proc/meminfo, with no call that could fail before the decisions. */
+        tick(m);
+        g_assert_nonnull(recorder_find(&rec, DEFAULT_GUEST));
+        unsigned balloons = rec.balloons->len;
+
+        virDomainPtr dom = virDomainCreateXML(peer, new_guest_xml, 0);
+        g_assert_nonnull(dom);
+        virDomainFree(dom);
+        virConnectClose(peer);
+        kill_on_add = &l;
+        kill_on_add_manager = m;
+        int r = mc_manager_tick(m);
+        kill_on_add_manager = NULL;
+        g_assert_null(kill_on_add); /* it did die inside the tick */
+        g_assert_cmpint(r, ==, 0);
+        /* Its guests were all still there when the tick returned; none got a target. */
+        g_assert_nonnull(mc_manager_find_guest(m, "mc-it-new"));
+        g_assert_nonnull(mc_manager_find_guest(m, DEFAULT_GUEST));
+        g_assert_cmpuint(rec.balloons->len, ==, balloons);
+        g_assert_cmpuint(must_find(m, DEFAULT_GUEST)->last_target_kib, ==, 0);
+
+        /* Then the loop hears of it. */
+        gpointer disconnected[] = {m, GINT_TO_POINTER(MC_STATE_DISCONNECTED)};
+        g_assert_true(spin_until(state_is, disconnected, USEC(15)));
+        g_assert_cmpuint(g_hash_table_size(m->guests), ==, 0);
+
+        mc_manager_free(m);
+        libvirtd_stop(&l);
+        recorder_clear(&rec);
+}
+
+static gboolean no_guests(gpointer userdata)
+{
+        return g_hash_table_size(((McManager *) userdata)->guests) == 0;
+}
+
 static void test_remote_reconnect(void)
 {
         Libvirtd l = {};
@@ -994,15 +1064,17 @@ static void test_remote_reconnect(void)
         McManager *m = manager_new(l.uri, MC_INTERVAL_MAX_USEC, false, &rec);
         g_assert_cmpint(mc_manager_state(m), ==, MC_STATE_RUNNING);
         tick(m);
-        g_assert_nonnull(mc_manager_find_domain(m, DEFAULT_GUEST));
+        g_assert_nonnull(mc_manager_find_guest(m, DEFAULT_GUEST));
         unsigned notified = rec.state_notifications;
 
         /* libvirtd goes away: the manager notices on its own, without a tick. */
         libvirtd_kill(&l);
         gpointer disconnected[] = {m, GINT_TO_POINTER(MC_STATE_DISCONNECTED)};
         g_assert_true(spin_until(state_is, disconnected, USEC(15)));
+        /* The guests go when the manager hears of it, from the loop, after any tick. */
+        g_assert_true(spin_until(no_guests, m, USEC(1)));
         g_assert_cmpuint(rec.state_notifications, >, notified);
-        g_assert_cmpuint(g_hash_table_size(m->domains), ==, 0);
+        g_assert_cmpuint(g_hash_table_size(m->guests), ==, 0);
         g_assert_cmpint(mc_manager_tick(m), ==, -ENOTCONN);
 
         /* Down for a while: retries fail and back off. */
@@ -1019,7 +1091,7 @@ static void test_remote_reconnect(void)
                        (double) (now_mono() - t0) / 1e6);
         g_assert_cmpuint(rec.state_notifications, >, notified);
         tick(m);
-        McDomain *d = must_find(m, DEFAULT_GUEST);
+        McGuest *d = must_find(m, DEFAULT_GUEST);
         g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "managed");
 
         mc_manager_free(m);
@@ -1035,6 +1107,9 @@ static void quiet_libvirt(void *userdata, virErrorPtr error)
 int main(int argc, char **argv)
 {
         int r;
+
+        /* As memcoordd does: a write to a libvirtd that just died fails with EPIPE. */
+        (void) signal(SIGPIPE, SIG_IGN);
 
         g_test_init(&argc, &argv, NULL);
         virSetErrorFunc(NULL, quiet_libvirt);
@@ -1060,6 +1135,7 @@ int main(int argc, char **argv)
         g_test_add_func("/libvirt/libvirtd/dry-run", test_remote_dry_run);
         g_test_add_func("/libvirt/libvirtd/pause", test_remote_pause);
         g_test_add_func("/libvirt/libvirtd/reconnect", test_remote_reconnect);
+        g_test_add_func("/libvirt/libvirtd/lost-while-applying", test_remote_lost_while_applying);
 
         r = g_test_run();
         mc_libvirt_event_unregister();

@@ -639,6 +639,7 @@ static void test_state_keys(void)
                 "[Coordinator]\nDeadBand=2M\n",      "[Coordinator]\nDefaultMin=1G\n",
                 "[Coordinator]\nClaimFraction=0.2\n", "[Coordinator]\nGrantFactor=2\n",
                 "[Coordinator]\nDryRun=true\n",       "[Coordinator]\nURI=test:///default\n",
+                "[Coordinator]\nPolicy=seed\n",
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(not_in_state); i++) {

@@ -27,6 +27,9 @@
 /* ---------------------------------------------------------------------------------------- */
 /* Helpers */
 
+/* These tests are the seed's rules, exactly: the seed policy on the default settings. */
+static McPolicySettings seed_defaults;
+
 static const McDecision *find_decision(const McDecision *d, ssize_t n, size_t guest)
 {
         for (ssize_t i = 0; i < n; i++)
@@ -53,10 +56,23 @@ static McReason decision_reason(const McDecision *d, ssize_t n, size_t guest)
 /* Runs the policy and checks what must hold for any input: one decision per guest at most,
  * only managed guests, from = actual, to within [floor, cap] unless the host could not lift
  * the guest to its floor. */
+/* One tick of the policy on an array of guests (the daemon passes pointers). */
+static ssize_t policy_run(const McPolicySettings *s, uint64_t host_free, const McGuest *g, size_t n,
+                          McDecision *d, McPolicySummary *sum)
+{
+        const McGuest *ptrs[64];
+        McPolicyInput in = { .host_free_kib = host_free, .now_mono_usec = 0, .interval_usec = 1000000 };
+
+        g_assert_cmpuint(n, <=, G_N_ELEMENTS(ptrs));
+        for (size_t i = 0; i < n; i++)
+                ptrs[i] = &g[i];
+        return mc_policy_run(s, &in, ptrs, n, d, NULL, sum);
+}
+
 static ssize_t run_checked(const McPolicySettings *s, uint64_t host_free, const McGuest *g, size_t n,
                            McDecision *d, McPolicySummary *sum)
 {
-        ssize_t r = mc_policy_run(s, host_free, g, n, d, sum);
+        ssize_t r = policy_run(s, host_free, g, n, d, sum);
 
         g_assert_cmpint(r, >=, 0);
         g_assert_cmpint(r, <=, (ssize_t) n);
@@ -118,7 +134,7 @@ static void test_settings_check(void)
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
-                McPolicySettings s = mc_policy_defaults;
+                McPolicySettings s = seed_defaults;
                 const char *why;
 
                 s.domain_threshold_kib = table[i].t;
@@ -146,13 +162,14 @@ static void test_defaults(void)
         g_assert_cmpuint(mc_policy_defaults.dead_band_kib, ==, MIB(1));
         g_assert_cmpfloat(mc_policy_defaults.claim_fraction, ==, 0.10);
         g_assert_cmpfloat(mc_policy_defaults.grant_factor, ==, 2.0);
+        g_assert_cmpint(mc_policy_defaults.kind, ==, MC_POLICY_ADAPTIVE);
         g_assert_null(mc_policy_settings_check(&mc_policy_defaults));
 }
 
 static void test_names(void)
 {
         static const char *const reasons[] = { "none", "claim", "grant", "crunch-claim", "crunch-grant", "clamp" };
-        static const char *const statuses[] = { "managed", "no-balloon", "stale", "excluded" };
+        static const char *const statuses[] = { "managed", "no-balloon", "stale", "excluded", "busy", "stuck" };
 
         G_STATIC_ASSERT(G_N_ELEMENTS(reasons) == _MC_REASON_MAX);
         G_STATIC_ASSERT(G_N_ELEMENTS(statuses) == _MC_GUEST_STATUS_MAX);
@@ -184,7 +201,7 @@ static void test_floor_and_cap(void)
                 McGuest g = { .max_kib = table[i].max, .limit_max_kib = table[i].limit_max, .min_kib = table[i].min };
 
                 g_assert_cmpuint(mc_guest_cap_kib(&g), ==, table[i].cap);
-                g_assert_cmpuint(mc_guest_floor_kib(&mc_policy_defaults, &g), ==, table[i].floor);
+                g_assert_cmpuint(mc_guest_floor_kib(&seed_defaults, &g), ==, table[i].floor);
         }
 }
 
@@ -193,14 +210,14 @@ static void test_no_guests(void)
         McPolicySummary sum;
 
         memset(&sum, 0xaa, sizeof(sum));
-        g_assert_cmpint(mc_policy_run(&mc_policy_defaults, PLENTY, NULL, 0, NULL, &sum), ==, 0);
+        g_assert_cmpint(policy_run(&seed_defaults, PLENTY, NULL, 0, NULL, &sum), ==, 0);
         g_assert_cmpuint(sum.granted_kib, ==, 0);
         g_assert_cmpuint(sum.claimed_kib, ==, 0);
         g_assert_cmpuint(sum.n_needy, ==, 0);
         g_assert_false(sum.crunch);
         g_assert_cmpuint(sum.host_available_kib, ==, PLENTY - H_KIB);
         /* A NULL summary is allowed. */
-        g_assert_cmpint(mc_policy_run(&mc_policy_defaults, 0, NULL, 0, NULL, NULL), ==, 0);
+        g_assert_cmpint(policy_run(&seed_defaults, 0, NULL, 0, NULL, NULL), ==, 0);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -464,9 +481,9 @@ static const Case cases[] = {
                  { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 300, FALLING(MIB(30)) } },
           .e = { { MIB(1074), MC_REASON_CRUNCH_GRANT }, { MIB(1174), MC_REASON_CRUNCH_GRANT } },
           MIB(200), 0, MIB(200), true },
-        { "crunch: weight 0 counts as 1", H_KIB + MIB(100), .n = 2,
+        { "crunch: weight 0 counts as the default, 100", H_KIB + MIB(100), .n = 2,
           .g = { { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 0, FALLING(MIB(30)) },
-                 { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 3, FALLING(MIB(30)) } },
+                 { .actual_kib = MIB(1024), .unused_kib = 0, .weight = 300, FALLING(MIB(30)) } },
           .e = { { MIB(1049), MC_REASON_CRUNCH_GRANT }, { MIB(1099), MC_REASON_CRUNCH_GRANT } },
           MIB(100), 0, MIB(100), true },
         { "crunch: the heavy guest needs less than its share, the light one gets the rest", H_KIB + MIB(200), .n = 2,
@@ -596,7 +613,7 @@ static const Case cases[] = {
 static void test_case(gconstpointer data)
 {
         const Case *c = data;
-        McPolicySettings s = mc_policy_defaults;
+        McPolicySettings s = seed_defaults;
         McGuest g[NMAX];
         McDecision d[NMAX];
         McPolicySummary sum;
@@ -673,7 +690,7 @@ static void test_summary(void)
         McPolicySummary sum;
 
         /* Needs 40M + 100M + 200M = 340M; the host has 300M: a crunch. */
-        g_assert_cmpint(run_checked(&mc_policy_defaults, H_KIB + MIB(300), g, 4, d, &sum), ==, 4);
+        g_assert_cmpint(run_checked(&seed_defaults, H_KIB + MIB(300), g, 4, d, &sum), ==, 4);
         g_assert_cmpuint(sum.n_needy, ==, 3);
         g_assert_cmpuint(sum.need_total_kib, ==, MIB(340));
         g_assert_cmpuint(sum.host_available_kib, ==, MIB(300));
@@ -687,7 +704,7 @@ static void test_summary(void)
         g_assert_cmpuint(decision_to(d, 4, 3), ==, MIB(3996));
 
         /* With 400M: no crunch; the idle guest keeps 2T. */
-        g_assert_cmpint(run_checked(&mc_policy_defaults, H_KIB + MIB(400), g, 4, d, &sum), ==, 4);
+        g_assert_cmpint(run_checked(&seed_defaults, H_KIB + MIB(400), g, 4, d, &sum), ==, 4);
         g_assert_false(sum.crunch);
         g_assert_cmpuint(sum.n_needy, ==, 3);
         g_assert_cmpuint(sum.need_total_kib, ==, MIB(340));
@@ -701,11 +718,11 @@ static void test_summary(void)
 static void test_inputs_untouched(void)
 {
         McGuest g[2] = {
-                { .name = "a", .actual_kib = MIB(2048), .unused_kib = MIB(800), .max_kib = DEFAULT_MAX },
-                { .name = "b", .actual_kib = MIB(1024), .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) },
+                { .name = (char *) "a", .actual_kib = MIB(2048), .unused_kib = MIB(800), .max_kib = DEFAULT_MAX },
+                { .name = (char *) "b", .actual_kib = MIB(1024), .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) },
         };
         McGuest copy[2];
-        McPolicySettings s = mc_policy_defaults, s_copy;
+        McPolicySettings s = seed_defaults, s_copy;
         McDecision d[2];
 
         memcpy(copy, g, sizeof(g));
@@ -730,8 +747,8 @@ static void test_order_independent(void)
 
         for (size_t i = 0; i < 4; i++)
                 r[i] = g[3 - i];
-        n = run_checked(&mc_policy_defaults, H_KIB + MIB(250), g, 4, d, NULL);
-        nr = run_checked(&mc_policy_defaults, H_KIB + MIB(250), r, 4, dr, NULL);
+        n = run_checked(&seed_defaults, H_KIB + MIB(250), g, 4, d, NULL);
+        nr = run_checked(&seed_defaults, H_KIB + MIB(250), r, 4, dr, NULL);
         g_assert_cmpint(n, ==, nr);
         g_assert_cmpint(n, ==, 4);
         for (size_t i = 0; i < 4; i++) {
@@ -757,7 +774,7 @@ static void test_near_bound_not_stuck(void)
 
         /* 256M - 512K actual, nothing unused and falling: needs 200M. */
         McGuest starving = { .actual_kib = MIB(256) - 512, .unused_kib = 0, .max_kib = DEFAULT_MAX, FALLING(MIB(30)) };
-        n = run_checked(&mc_policy_defaults, PLENTY, &starving, 1, d, NULL);
+        n = run_checked(&seed_defaults, PLENTY, &starving, 1, d, NULL);
         g_test_message("starving just under the floor: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
         if (n == 1) {
@@ -768,7 +785,7 @@ static void test_near_bound_not_stuck(void)
         /* The same with the admin's own min: 1G - 512K actual. */
         McGuest starving_min = { .actual_kib = GIB(1) - 512, .unused_kib = MIB(10), .max_kib = DEFAULT_MAX,
                                  .min_kib = GIB(1), FALLING(MIB(60)) };
-        n = run_checked(&mc_policy_defaults, PLENTY, &starving_min, 1, d, NULL);
+        n = run_checked(&seed_defaults, PLENTY, &starving_min, 1, d, NULL);
         g_test_message("starving just under its min: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
         if (n == 1)
@@ -777,7 +794,7 @@ static void test_near_bound_not_stuck(void)
         /* 1536M + 512K actual over a 1536M cap, 800M unused: gives 80M. */
         McGuest idle = { .actual_kib = MIB(1536) + 512, .unused_kib = MIB(800), .max_kib = DEFAULT_MAX,
                          .limit_max_kib = MIB(1536) };
-        n = run_checked(&mc_policy_defaults, PLENTY, &idle, 1, d, NULL);
+        n = run_checked(&seed_defaults, PLENTY, &idle, 1, d, NULL);
         g_test_message("idle just over the cap: %zd decisions", n);
         g_assert_cmpint(n, ==, 1);
         if (n == 1) {
@@ -794,7 +811,7 @@ static void test_near_bound_not_stuck(void)
 static void test_water_filling_reference(void)
 {
         g_autoptr(GRand) rand = g_rand_new_with_seed(4242);
-        McPolicySettings s = mc_policy_defaults;
+        McPolicySettings s = seed_defaults;
 
         s.dead_band_kib = 0;
         for (unsigned round = 0; round < 2000; round++) {
@@ -890,7 +907,7 @@ typedef struct Sim {
 
 static void sim_init(Sim *sim)
 {
-        *sim = (Sim){ .s = mc_policy_defaults };
+        *sim = (Sim){ .s = seed_defaults };
 }
 
 static size_t sim_add(Sim *sim, uint64_t actual, uint64_t unused, uint64_t max, uint64_t eat)
@@ -898,7 +915,7 @@ static size_t sim_add(Sim *sim, uint64_t actual, uint64_t unused, uint64_t max, 
         size_t i = sim->n++;
 
         g_assert_cmpuint(sim->n, <=, SIM_MAX);
-        sim->g[i] = (McGuest){ .name = "guest", .actual_kib = actual, .unused_kib = unused, .max_kib = max };
+        sim->g[i] = (McGuest){ .name = (char *) "guest", .actual_kib = actual, .unused_kib = unused, .max_kib = max };
         sim->eat[i] = eat;
         return i;
 }
@@ -1422,8 +1439,265 @@ static void test_sim_random(void)
         g_assert_cmpuint(total_decisions, >, 1000);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Policy adaptive: the rate of demand, the page cache, hysteresis, the order of a crunch */
+
+#define NOW (UINT64_C(1000) * 1000000)
+#define SEC_AGO(x) (NOW - (uint64_t) ((x) * 1e6))
+#define RATE_MIB_S(x) ((double) (x) * 1024.0)
+
+static McPolicySettings adaptive_defaults(void)
+{
+        McPolicySettings s = mc_policy_defaults;
+
+        g_assert_cmpint(s.kind, ==, MC_POLICY_ADAPTIVE);
+        return s;
+}
+
+/* A managed guest whose last trusted sample was folded in just now. */
+static McGuest adaptive_guest(uint64_t actual, uint64_t headroom, double rate)
+{
+        return (McGuest){
+                .uuid = "00000000-0000-0000-0000-00000000000a",
+                .name = (char *) "vm",
+                .status = MC_GUEST_MANAGED,
+                .actual_kib = actual,
+                .unused_kib = headroom,
+                .max_kib = DEFAULT_MAX,
+                .has_sample = true,
+                .sample_mono_usec = NOW,
+                .sample_actual_kib = actual,
+                .sample_headroom_kib = headroom,
+                .use_rate_kib_s = rate,
+                .peak_rate_kib_s = rate,
+        };
+}
+
+static ssize_t adaptive_run(const McPolicySettings *s, uint64_t host_free, McGuest *g, size_t n, McDecision *d,
+                            uint64_t *short_kib, McPolicySummary *sum)
+{
+        const McGuest *ptrs[8];
+        McPolicyInput in = { .host_free_kib = host_free, .now_mono_usec = NOW, .interval_usec = 1000000 };
+
+        g_assert_cmpuint(n, <=, G_N_ELEMENTS(ptrs));
+        for (size_t i = 0; i < n; i++)
+                ptrs[i] = &g[i];
+        ssize_t r = mc_policy_run(s, &in, ptrs, n, d, short_kib, sum);
+        g_assert_cmpint(r, >=, 0);
+        return r;
+}
+
+static void test_adaptive_steady(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[1];
+
+        /* Between T and 2T, steady: nothing either way. */
+        for (uint64_t h = MIB(101); h <= MIB(200); h += MIB(33)) {
+                McGuest g = adaptive_guest(MIB(1024), h, 0);
+                g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        }
+        /* Below T, steady: the seed's grant, 2 x (T - headroom). */
+        McGuest g = adaptive_guest(MIB(1024), MIB(80), 0);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) + MIB(40));
+        g_assert_cmpint(d[0].reason, ==, MC_REASON_GRANT);
+        /* Noise below 512 KiB/s is steady too. */
+        g = adaptive_guest(MIB(1024), MIB(150), 400);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+}
+
+static void test_adaptive_rate(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[1];
+
+        /* 40 MiB/s with 250 MiB of headroom, above T and above 2T: it gets, now, what it eats
+         * until the next decision can land (interval 1 s + reaction 3 s), on top of T; the
+         * headroom counted is the sample's less what it ate since (half a second). */
+        McGuest g = adaptive_guest(MIB(1024), MIB(250), RATE_MIB_S(40));
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpint(d[0].reason, ==, MC_REASON_GRANT);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) + (MIB(100) + MIB(160)) - (MIB(250) - MIB(20)));
+
+        /* The same guest read 2 s after its sample (frozen readings since): it ate 2 s more. */
+        g.sample_mono_usec = SEC_AGO(2);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) + MIB(260) - (MIB(250) - MIB(100)));
+
+        /* A grant already in flight counts once: libvirt's actual may or may not show it. */
+        g = adaptive_guest(MIB(1024), MIB(250), RATE_MIB_S(40));
+        g.last_target_kib = MIB(1024) + MIB(30);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0); /* it was exactly that */
+        /* Landed and shown by actual, the sample's actual from before: was the sample taken
+         * before the change, or after with libvirt's actual lagging? A sample stamped 2 s after
+         * the change shows it; one from before does not either. */
+        g.actual_kib = MIB(1024) + MIB(30);
+        g.last_target_kib = 0;
+        g.last_change_usec = UINT64_C(1800000000) * 1000000;
+        g.sample_stamp = 1800000002;
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) + MIB(30) + MIB(30)); /* as if it were not there */
+        g.sample_headroom_kib += MIB(30);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        /* Unknown: counted once, the smaller headroom. */
+        g.sample_headroom_kib -= MIB(30);
+        g.sample_stamp = 1800000001;
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) + MIB(60));
+
+        /* 80 MiB/s from the idle reserve: the grant covers 4 s of it at once. */
+        g = adaptive_guest(MIB(512), MIB(200), RATE_MIB_S(80));
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(512) + MIB(420) - MIB(160));
+
+        /* Never above the cap. */
+        g.max_kib = MIB(600);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(600));
+
+        /* The seed, on the same guest, claims from it (250 MiB unused is above 2T) and grants
+         * only once it is below T. */
+        McPolicySettings seed = seed_defaults;
+        g = adaptive_guest(MIB(1024), MIB(250), RATE_MIB_S(40));
+        g.has_prev = true;
+        g.prev_unused_kib = MIB(290);
+        g_assert_cmpint(adaptive_run(&seed, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpint(d[0].reason, ==, MC_REASON_CLAIM);
+}
+
+static void test_adaptive_page_cache(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[1];
+
+        /* MemFree 60 MiB, but 600 MiB of page cache: not needy (the seed grants). */
+        McGuest g = adaptive_guest(MIB(1024), MIB(60), 0);
+        g.usable_kib = MIB(595);
+        g.disk_caches_kib = MIB(600);
+        g.reserve_kib = MIB(65);
+        g.sample_headroom_kib = mc_guest_headroom_kib(&g);
+        g_assert_cmpuint(g.sample_headroom_kib, ==, MIB(660));
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        /* Its cache is claimed like free memory: 10 % of its headroom per tick. */
+        g_assert_cmpint(d[0].reason, ==, MC_REASON_CLAIM);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) - MIB(66));
+
+        McPolicySettings seed = seed_defaults;
+        g_assert_cmpint(adaptive_run(&seed, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpint(d[0].reason, ==, MC_REASON_GRANT);
+}
+
+static void test_adaptive_hysteresis(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[1];
+
+        /* 800 MiB free, granted 5 s ago: no claim yet. */
+        McGuest g = adaptive_guest(MIB(2048), MIB(800), 0);
+        g.peak_rate_kib_s = RATE_MIB_S(25);
+        g.last_grant_usec = SEC_AGO(5);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        /* 15 s ago: claims, keeping 2T plus what its peak rate eats over the reaction time. */
+        g.last_grant_usec = SEC_AGO(15);
+        g.sample_headroom_kib = g.unused_kib = MIB(250);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0); /* 250 < 200 + 100 */
+        g.sample_headroom_kib = g.unused_kib = MIB(800);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(80));
+        g.sample_headroom_kib = g.unused_kib = MIB(320);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(20));
+        /* 40 s ago: the idle reserve, 2T. */
+        g.last_grant_usec = SEC_AGO(40);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(32));
+
+        /* A consuming guest is not claimed from, however much it has. */
+        g = adaptive_guest(MIB(2048), MIB(900), RATE_MIB_S(5));
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+}
+
+static void test_adaptive_crunch_order(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[3];
+        uint64_t short_kib[3];
+        McPolicySummary sum;
+
+        /* Needs of 100, 50 and 200 MiB (steady, below T: 2 x (T - h)); 160 MiB to give. */
+        McGuest g[3] = {
+                adaptive_guest(MIB(1024), MIB(50), 0),
+                adaptive_guest(MIB(1024), MIB(75), 0),
+                adaptive_guest(MIB(1024), MIB(0), 0),
+        };
+        g[0].uuid[35] = 'b';
+        g[1].uuid[35] = 'c';
+        g[2].uuid[35] = 'd';
+        ssize_t n = adaptive_run(&s, H_KIB + MIB(160), g, 3, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpint(n, ==, 3);
+        /* Whole needs, smallest first; the rest to the next. */
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(50));
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
+        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(10));
+        g_assert_cmpuint(short_kib[0], ==, 0);
+        g_assert_cmpuint(short_kib[1], ==, 0);
+        g_assert_cmpuint(short_kib[2], ==, MIB(190));
+        g_assert_cmpuint(sum.n_short, ==, 1);
+        g_assert_cmpuint(sum.granted_kib, ==, MIB(160));
+
+        /* Weight first. */
+        g[2].weight = 200;
+        n = adaptive_run(&s, H_KIB + MIB(160), g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(160));
+        g_assert_null(find_decision(d, n, 0));
+        g_assert_null(find_decision(d, n, 1));
+        g_assert_cmpuint(short_kib[0], ==, MIB(100));
+        g_assert_cmpuint(short_kib[1], ==, MIB(50));
+        g_assert_cmpuint(short_kib[2], ==, MIB(40));
+
+        /* Equal weights and needs: the UUID decides, the same every tick. */
+        McGuest e[2] = { adaptive_guest(MIB(1024), MIB(50), 0), adaptive_guest(MIB(1024), MIB(50), 0) };
+        e[0].uuid[35] = 'f';
+        e[1].uuid[35] = 'e';
+        n = adaptive_run(&s, H_KIB + MIB(100), e, 2, d, short_kib, &sum);
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(100));
+        g_assert_null(find_decision(d, n, 0));
+
+        /* The seed shares equally. */
+        McPolicySettings seed = seed_defaults;
+        for (size_t i = 0; i < 2; i++)
+                e[i].has_prev = true, e[i].prev_unused_kib = MIB(60);
+        n = adaptive_run(&seed, H_KIB + MIB(100), e, 2, d, short_kib, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(50));
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(50));
+}
+
+static void test_adaptive_skips(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[1];
+
+        /* Backing off after failed sets: no decision until then. */
+        McGuest g = adaptive_guest(MIB(1024), MIB(20), 0);
+        g.retry_after_usec = NOW + 1;
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        g.retry_after_usec = NOW;
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        /* Stuck, busy, stale: left alone. */
+        static const McGuestStatus others[] = { MC_GUEST_STUCK, MC_GUEST_BUSY, MC_GUEST_STALE, MC_GUEST_EXCLUDED,
+                                                MC_GUEST_NO_BALLOON };
+        for (size_t i = 0; i < G_N_ELEMENTS(others); i++) {
+                g.status = others[i];
+                g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        }
+}
+
 int main(int argc, char *argv[])
 {
+        seed_defaults = mc_policy_defaults;
+        seed_defaults.kind = MC_POLICY_SEED;
         g_test_init(&argc, &argv, NULL);
         /* Report every failing case, not just the first one. */
         g_test_set_nonfatal_assertions();
@@ -1463,6 +1737,12 @@ int main(int argc, char *argv[])
                              test_sim_two_consumers_share);
         g_test_add_func("/policy/sim/weighted-share", test_sim_weighted_share);
         g_test_add_func("/policy/sim/random", test_sim_random);
+        g_test_add_func("/policy/adaptive/steady", test_adaptive_steady);
+        g_test_add_func("/policy/adaptive/rate", test_adaptive_rate);
+        g_test_add_func("/policy/adaptive/page-cache", test_adaptive_page_cache);
+        g_test_add_func("/policy/adaptive/hysteresis", test_adaptive_hysteresis);
+        g_test_add_func("/policy/adaptive/crunch-order", test_adaptive_crunch_order);
+        g_test_add_func("/policy/adaptive/skips", test_adaptive_skips);
 
         return g_test_run();
 }

@@ -224,6 +224,30 @@ static void test_kib_helpers(void)
         g_assert_cmpuint(mc_mib_to_kib(256), ==, UINT64_C(262144));
 }
 
+/* A KiB figure too large for bytes must not wrap into a small one on the bus. */
+static void test_kib_to_bytes_saturates(void)
+{
+        uint64_t largest = UINT64_MAX / 1024;
+
+        g_assert_cmpuint(mc_kib_to_bytes(largest), ==, largest * 1024);
+        g_assert_cmpuint(mc_kib_to_bytes(largest + 1), ==, UINT64_MAX);
+        g_assert_cmpuint(mc_kib_to_bytes(UINT64_C(1) << 54), ==, UINT64_MAX);
+        g_assert_cmpuint(mc_kib_to_bytes(UINT64_MAX), ==, UINT64_MAX);
+}
+
+/* The bound on sizes over the bus survives the state file: a size saved as "<KiB>K" at the
+ * bound parses back to the same size. */
+static void test_size_bound_round_trips(void)
+{
+        g_autofree char *saved = g_strdup_printf("%" G_GUINT64_FORMAT "K", MC_SIZE_MAX_BYTES / 1024);
+        uint64_t bytes = 0;
+
+        g_assert_cmpint(mc_parse_size(saved, &bytes), ==, 0);
+        g_assert_cmpuint(bytes, ==, MC_SIZE_MAX_BYTES);
+        /* What an unbounded SetHostBudget(UINT64_MAX) used to save. */
+        g_assert_cmpint(mc_parse_size("18014398509481984K", &bytes), ==, -ERANGE);
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -238,6 +262,8 @@ int main(int argc, char *argv[])
         g_test_add_func("/units/format/round-trip", test_format_parse_round_trip);
         g_test_add_func("/units/format/unit-boundary", test_format_unit_boundary);
         g_test_add_func("/units/kib-helpers", test_kib_helpers);
+        g_test_add_func("/units/kib-to-bytes-saturates", test_kib_to_bytes_saturates);
+        g_test_add_func("/units/size-bound-round-trips", test_size_bound_round_trips);
 
         return g_test_run();
 }

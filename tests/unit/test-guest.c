@@ -1,0 +1,458 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * The guest model's observe step, with plain structs: freshness and status, the target in
+ * flight (landed, given up, stuck, overtaken by the guest), the demand estimate (rate from the
+ * samples' stamps, frozen samples after a balloon change), the limits resolved in one place,
+ * and the backoff after failed sets. Sizes in KiB, times in microseconds.
+ */
+
+#include <glib.h>
+#include <math.h>
+#include <string.h>
+
+#include "guest.h"
+#include "policy.h"
+
+#define MIB(x) ((uint64_t) (x) *UINT64_C(1024))
+#define SEC(x) ((uint64_t) ((x) *1e6))
+#define EPOCH INT64_C(1800000000) /* the guests' stamps: epoch seconds */
+#define BOOT SEC(1000)            /* monotonic time when the tests start */
+
+typedef struct Clock {
+        uint64_t mono; /* host monotonic */
+        int64_t stamp; /* the guest's last sample stamp */
+} Clock;
+
+static McObserveContext ctx_at(const Clock *c)
+{
+        return (McObserveContext){
+                .now_mono_usec = c->mono,
+                .now_real_usec = (uint64_t) (EPOCH + (int64_t) ((c->mono - BOOT) / SEC(1))) * SEC(1),
+                .max_age_usec = mc_freshness_max_age(SEC(1)),
+                .give_up_usec = SEC(10),
+                .dead_band_kib = MIB(1),
+        };
+}
+
+/* A reading of a guest with a balloon; MemTotal follows actual as without autodeflate. */
+static McReading reading(uint64_t actual, uint64_t unused, int64_t stamp)
+{
+        return (McReading){
+                .uuid = "00000000-0000-0000-0000-000000000001",
+                .name = (char *) "vm",
+                .has_balloon = true,
+                .actual_kib = actual,
+                .unused_kib = unused,
+                .available_kib = actual - MIB(20),
+                .max_kib = MIB(2048),
+                .last_update = stamp,
+        };
+}
+
+/* One second passes, the guest takes a sample (stamped by its clock, which agrees with the
+ * host's), we read it. */
+static unsigned step(McGuest *g, Clock *c, McReading r)
+{
+        c->mono += SEC(1);
+        c->stamp = EPOCH + (int64_t) ((c->mono - BOOT) / SEC(1));
+        r.last_update = c->stamp;
+        McObserveContext ctx = ctx_at(c);
+        return mc_guest_observe(g, &r, &ctx);
+}
+
+static void guest_new(McGuest *g, Clock *c)
+{
+        *c = (Clock){ .mono = BOOT, .stamp = EPOCH };
+        mc_guest_init(g, "00000000-0000-0000-0000-000000000001", "vm");
+}
+
+static void test_init_and_names(void)
+{
+        McGuest g;
+        Clock c;
+
+        guest_new(&g, &c);
+        g_assert_cmpstr(g.name, ==, "vm");
+        g_assert_cmpstr(g.uuid, ==, "00000000-0000-0000-0000-000000000001");
+        g_assert_cmpint(g.status, ==, MC_GUEST_STALE);
+        g_assert_cmpuint(g.stats_age_usec, ==, UINT64_MAX);
+
+        McReading r = reading(MIB(1024), MIB(300), 0);
+        r.name = (char *) "renamed";
+        r.max_kib = MIB(4096);
+        unsigned ch = step(&g, &c, r);
+        g_assert_cmpstr(g.name, ==, "renamed");
+        g_assert_true(ch & MC_GUEST_CHANGED_NAME);
+        g_assert_true(ch & MC_GUEST_CHANGED_MAX);
+        g_assert_true(ch & MC_GUEST_CHANGED_STATUS);
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+        ch = step(&g, &c, r);
+        g_assert_false(ch & (MC_GUEST_CHANGED_NAME | MC_GUEST_CHANGED_MAX | MC_GUEST_CHANGED_STATUS));
+        mc_guest_clear(&g);
+        mc_guest_clear(&g); /* twice is fine */
+}
+
+static void test_status(void)
+{
+        McGuest g;
+        Clock c;
+        McObserveContext ctx;
+
+        /* A first stamp far behind the host's clock is stale at once. */
+        guest_new(&g, &c);
+        McReading old = reading(MIB(1024), MIB(300), EPOCH - 600);
+        ctx = ctx_at(&c);
+        mc_guest_observe(&g, &old, &ctx);
+        g_assert_cmpint(g.status, ==, MC_GUEST_STALE);
+        mc_guest_clear(&g);
+
+        /* Fresh while the stamp advances; stale once it stood still longer than 3 s. */
+        guest_new(&g, &c);
+        step(&g, &c, reading(MIB(1024), MIB(300), 0));
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+        McReading frozen = reading(MIB(1024), MIB(300), c.stamp);
+        for (int i = 0; i < 3; i++) {
+                c.mono += SEC(1);
+                ctx = ctx_at(&c);
+                mc_guest_observe(&g, &frozen, &ctx);
+                g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+        }
+        c.mono += SEC(1);
+        ctx = ctx_at(&c);
+        g_assert_true(mc_guest_observe(&g, &frozen, &ctx) & MC_GUEST_CHANGED_STATUS);
+        g_assert_cmpint(g.status, ==, MC_GUEST_STALE);
+        g_assert_cmpuint(g.stats_age_usec, ==, SEC(4));
+        step(&g, &c, reading(MIB(1024), MIB(300), 0));
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+
+        /* No balloon stats: no figures to trust, the memory it holds is still known. */
+        McReading none = { .uuid = "x", .name = (char *) "vm", .actual_kib = MIB(512), .max_kib = MIB(512) };
+        c.mono += SEC(1);
+        ctx = ctx_at(&c);
+        mc_guest_observe(&g, &none, &ctx);
+        g_assert_cmpint(g.status, ==, MC_GUEST_NO_BALLOON);
+        g_assert_false(g.has_stats);
+        g_assert_cmpuint(g.actual_kib, ==, MIB(512));
+        g_assert_cmpuint(g.stats_age_usec, ==, UINT64_MAX);
+
+        /* Busy: a job holds it. Its figures stay and age; it is not managed. */
+        step(&g, &c, reading(MIB(1024), MIB(300), 0));
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+        McReading busy = { .uuid = "x", .name = (char *) "vm", .busy = true, .max_kib = MIB(2048) };
+        c.mono += SEC(2);
+        ctx = ctx_at(&c);
+        g_assert_true(mc_guest_observe(&g, &busy, &ctx) & MC_GUEST_CHANGED_STATUS);
+        g_assert_cmpint(g.status, ==, MC_GUEST_BUSY);
+        g_assert_cmpuint(g.actual_kib, ==, MIB(1024));
+        g_assert_cmpuint(g.stats_age_usec, ==, SEC(2));
+
+        /* Excluded by the admin: whatever the stats. */
+        step(&g, &c, reading(MIB(1024), MIB(300), 0));
+        g_assert_cmpuint(mc_guest_set_excluded(&g, true), ==, MC_GUEST_CHANGED_STATUS);
+        g_assert_cmpint(g.status, ==, MC_GUEST_EXCLUDED);
+        step(&g, &c, reading(MIB(1024), MIB(300), 0));
+        g_assert_cmpint(g.status, ==, MC_GUEST_EXCLUDED);
+        mc_guest_set_excluded(&g, false);
+        step(&g, &c, reading(MIB(1024), MIB(300), 0));
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+
+        /* Synthetic stamps (libvirt's test driver): always fresh. */
+        McReading fixed = reading(MIB(1024), MIB(512), 627319920);
+        ctx = ctx_at(&c);
+        ctx.synthetic = true;
+        for (int i = 0; i < 10; i++) {
+                ctx.now_mono_usec += SEC(5);
+                mc_guest_observe(&g, &fixed, &ctx);
+                g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+        }
+        mc_guest_clear(&g);
+}
+
+static void test_target_landed_and_given_up(void)
+{
+        McGuest g;
+        Clock c;
+
+        guest_new(&g, &c);
+        step(&g, &c, reading(MIB(1024), MIB(500), 0));
+        mc_guest_target_set(&g, MIB(1024), MIB(974), MC_REASON_CLAIM, c.mono, 1);
+        g_assert_cmpuint(mc_guest_target_kib(&g), ==, MIB(974));
+        g_assert_cmpuint(g.last_claim_usec, ==, c.mono);
+
+        /* Halfway: still in flight. */
+        g_assert_false(step(&g, &c, reading(MIB(1000), MIB(476), 0)) &
+                       (MC_GUEST_TARGET_LANDED | MC_GUEST_TARGET_GIVEN_UP));
+        g_assert_cmpuint(g.last_target_kib, ==, MIB(974));
+        /* Within the dead band: landed. */
+        g_assert_true(step(&g, &c, reading(MIB(974) + 512, MIB(450), 0)) & MC_GUEST_TARGET_LANDED);
+        g_assert_cmpuint(g.last_target_kib, ==, 0);
+        g_assert_cmpuint(mc_guest_target_kib(&g), ==, MIB(974) + 512);
+
+        /* A balloon that moves, but slowly, is given up after 10 s. */
+        mc_guest_target_set(&g, MIB(974), MIB(774), MC_REASON_CLAIM, c.mono, 1);
+        uint64_t actual = MIB(974);
+        unsigned ch = 0;
+        for (int i = 0; i < 11 && !(ch & MC_GUEST_TARGET_GIVEN_UP); i++) {
+                actual -= MIB(15);
+                ch = step(&g, &c, reading(actual, MIB(450), 0));
+        }
+        g_assert_true(ch & MC_GUEST_TARGET_GIVEN_UP);
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED); /* it moved: not stuck */
+        g_assert_cmpuint(g.last_target_kib, ==, 0);
+
+        /* A grant in flight to a guest that went stale still counts, until it may not land. */
+        mc_guest_target_set(&g, actual, actual + MIB(100), MC_REASON_GRANT, c.mono, 1);
+        g_assert_cmpuint(g.last_grant_usec, ==, c.mono);
+        McReading r = reading(actual, MIB(450), c.stamp);
+        for (int i = 0; i < 10; i++) {
+                c.mono += SEC(1);
+                McObserveContext ctx = ctx_at(&c);
+                mc_guest_observe(&g, &r, &ctx);
+        }
+        g_assert_cmpint(g.status, ==, MC_GUEST_STALE);
+        g_assert_cmpuint(g.last_target_kib, ==, actual + MIB(100));
+        c.mono += SEC(1);
+        McObserveContext ctx = ctx_at(&c);
+        g_assert_true(mc_guest_observe(&g, &r, &ctx) & MC_GUEST_TARGET_GIVEN_UP);
+        g_assert_cmpuint(g.last_target_kib, ==, 0);
+        mc_guest_clear(&g);
+}
+
+static void test_stuck(void)
+{
+        McGuest g;
+        Clock c;
+
+        guest_new(&g, &c);
+        step(&g, &c, reading(MIB(1024), MIB(500), 0));
+        mc_guest_target_set(&g, MIB(1024), MIB(824), MC_REASON_CLAIM, c.mono, 1);
+        unsigned ch = 0;
+        int seconds = 0;
+        while (!(ch & MC_GUEST_TARGET_GIVEN_UP) && seconds < 20) {
+                ch = step(&g, &c, reading(MIB(1020), MIB(496), 0)); /* 4 MiB of 200: 2 % */
+                seconds++;
+        }
+        g_assert_cmpint(seconds, ==, 5); /* noticed after 4 s, not 10 */
+        g_assert_cmpint(g.status, ==, MC_GUEST_STUCK);
+        g_assert_true(ch & MC_GUEST_CHANGED_STATUS);
+        g_assert_cmpuint(g.last_target_kib, ==, 0);
+        g_assert_cmpuint(g.stuck_until_usec, ==, c.mono + SEC(30));
+
+        /* Left alone for 30 s, then managed again. */
+        for (int i = 0; i < 29; i++) {
+                step(&g, &c, reading(MIB(1020), MIB(496), 0));
+                g_assert_cmpint(g.status, ==, MC_GUEST_STUCK);
+        }
+        step(&g, &c, reading(MIB(1020), MIB(496), 0));
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+        mc_guest_clear(&g);
+}
+
+static void test_moved_by_guest(void)
+{
+        McGuest g;
+        Clock c;
+
+        guest_new(&g, &c);
+        step(&g, &c, reading(MIB(512), MIB(200), 0));
+        mc_guest_target_set(&g, MIB(512), MIB(600), MC_REASON_GRANT, c.mono, 1);
+        /* Past our target: autodeflate under pressure. */
+        unsigned ch = step(&g, &c, reading(MIB(700), MIB(40), 0));
+        g_assert_true(ch & MC_GUEST_MOVED_BY_GUEST);
+        g_assert_true(g.moved_externally);
+        g_assert_cmpuint(g.last_target_kib, ==, 0);
+        /* Next reading, steady: no longer "moved". */
+        ch = step(&g, &c, reading(MIB(700), MIB(40), 0));
+        g_assert_false(ch & MC_GUEST_MOVED_BY_GUEST);
+        g_assert_false(g.moved_externally);
+        /* Growing with no target of ours at all. */
+        ch = step(&g, &c, reading(MIB(760), MIB(40), 0));
+        g_assert_true(ch & MC_GUEST_MOVED_BY_GUEST);
+        mc_guest_clear(&g);
+}
+
+static void test_rate(void)
+{
+        McGuest g;
+        Clock c;
+        uint64_t actual = MIB(1024), unused = MIB(600);
+
+        /* Steady: rate 0. */
+        guest_new(&g, &c);
+        for (int i = 0; i < 5; i++)
+                step(&g, &c, reading(actual, unused, 0));
+        g_assert_cmpfloat(fabs(g.use_rate_kib_s), <, 1);
+
+        /* A ramp of 40 MiB/s is seen within two samples. */
+        for (int i = 0; i < 2; i++) {
+                unused -= MIB(40);
+                step(&g, &c, reading(actual, unused, 0));
+        }
+        g_assert_cmpfloat(g.use_rate_kib_s, >, 0.9 * MIB(40));
+        g_assert_cmpfloat(g.use_rate_kib_s, <, 1.05 * MIB(40));
+        g_assert_cmpfloat(g.peak_rate_kib_s, >=, g.use_rate_kib_s);
+
+        /* A grant of 100 MiB lands; the guest's unused then stands still for 4 samples while
+         * it keeps eating. The frozen samples are not believed: the rate stands. */
+        double before = g.use_rate_kib_s;
+        int64_t trusted = g.sample_stamp;
+        actual += MIB(100);
+        for (int i = 0; i < 4; i++) {
+                step(&g, &c, reading(actual, unused, 0));
+                g_assert_true(g.frozen);
+                g_assert_cmpfloat(g.use_rate_kib_s, ==, before);
+                g_assert_cmpint(g.sample_stamp, ==, trusted);
+        }
+        /* Then the truth: 5 s at 40 MiB/s since the trusted sample, plus the grant. */
+        unused = unused + MIB(100) - 5 * MIB(40);
+        step(&g, &c, reading(actual, unused, 0));
+        g_assert_false(g.frozen);
+        g_assert_cmpint(g.sample_stamp, ==, c.stamp);
+        g_assert_cmpfloat(fabs(g.use_rate_kib_s - MIB(40)), <, 0.05 * MIB(40));
+
+        /* A balloon move with the guest's MemTotal following is no demand. */
+        for (int i = 0; i < 6; i++)
+                step(&g, &c, reading(actual, unused, 0));
+        g_assert_cmpfloat(fabs(g.use_rate_kib_s), <, 0.1 * MIB(40));
+        actual -= MIB(50);
+        unused -= MIB(50);
+        step(&g, &c, reading(actual, unused, 0));
+        g_assert_cmpfloat(fabs(g.use_rate_kib_s), <, 0.1 * MIB(40));
+
+        /* Freeing: the rate goes negative, and is forgotten more slowly than a rise. */
+        unused += MIB(300);
+        step(&g, &c, reading(actual, unused, 0));
+        g_assert_cmpfloat(g.use_rate_kib_s, <, -0.3 * MIB(300));
+        g_assert_cmpfloat(g.use_rate_kib_s, >, -0.4 * MIB(300));
+
+        /* The same sample read twice changes nothing. */
+        double r = g.use_rate_kib_s;
+        McReading again = reading(actual, unused, c.stamp);
+        c.mono += SEC(1);
+        McObserveContext ctx = ctx_at(&c);
+        mc_guest_observe(&g, &again, &ctx);
+        g_assert_cmpfloat(g.use_rate_kib_s, ==, r);
+        mc_guest_clear(&g);
+
+        /* Synthetic figures (the test driver) measure no demand. */
+        guest_new(&g, &c);
+        ctx = ctx_at(&c);
+        ctx.synthetic = true;
+        for (uint64_t a = MIB(2048); a > MIB(1024); a -= MIB(100)) {
+                McReading t = reading(a, a / 2, 627319920);
+                ctx.now_mono_usec += SEC(1);
+                mc_guest_observe(&g, &t, &ctx);
+                g_assert_cmpfloat(g.use_rate_kib_s, ==, 0);
+        }
+        mc_guest_clear(&g);
+}
+
+static void test_headroom_and_cache(void)
+{
+        McGuest g = { .unused_kib = MIB(80), .usable_kib = MIB(700), .disk_caches_kib = MIB(690) };
+
+        /* Free memory that went into page cache is still headroom. */
+        g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(700));
+        /* Next to no cache: MemFree, exactly. */
+        g.disk_caches_kib = MIB(2);
+        g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(80));
+        g.disk_caches_kib = MIB(690);
+        /* Without cache the kernel's reserve makes MemAvailable the smaller. */
+        g.usable_kib = MIB(135);
+        g.unused_kib = MIB(200);
+        g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(200));
+        /* Not reported: MemFree. */
+        g.usable_kib = 0;
+        g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(200));
+
+        /* The kernel's reserve, learned while there is no cache, bridges the two figures. */
+        g.reserve_kib = MIB(65);
+        g.usable_kib = MIB(135);
+        g.disk_caches_kib = MIB(17);
+        g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(200));
+        g.unused_kib = MIB(70);
+        g.usable_kib = MIB(135) + MIB(400) - MIB(130);
+        g_assert_cmpuint(mc_guest_headroom_kib(&g), ==, MIB(470));
+
+        /* A guest filling its page cache: MemFree falls, MemAvailable holds: no demand. As on
+         * the real guests, MemAvailable = MemFree + cache - 65 MiB, and the rootfs is 2 MiB
+         * of cache from the start. */
+        McGuest c;
+        Clock clk;
+        guest_new(&c, &clk);
+        for (int i = 0; i < 8; i++) {
+                uint64_t cache = MIB(2) + (uint64_t) i * MIB(60);
+                McReading r = reading(MIB(1024), MIB(600) - (uint64_t) i * MIB(60), 0);
+                r.disk_caches_kib = cache;
+                r.usable_kib = r.unused_kib + cache - MIB(67);
+                step(&c, &clk, r);
+                g_assert_cmpuint(mc_guest_headroom_kib(&c), ==, MIB(600));
+        }
+        g_assert_cmpuint(c.reserve_kib, ==, MIB(65));
+        g_assert_cmpfloat(fabs(c.use_rate_kib_s), <, MIB(1));
+        g_assert_cmpuint(c.disk_caches_kib, ==, MIB(422));
+        mc_guest_clear(&c);
+}
+
+static void test_limits(void)
+{
+        static const struct {
+                uint64_t max, limit_max, min, default_min;
+                unsigned weight;
+                uint64_t cap, floor;
+                unsigned eff_weight;
+        } table[] = {
+                { MIB(4096), 0, 0, MIB(256), 0, MIB(4096), MIB(256), MC_DEFAULT_WEIGHT },
+                { MIB(4096), MIB(2048), 0, MIB(256), 7, MIB(2048), MIB(256), 7 },
+                { MIB(4096), MIB(8192), 0, MIB(256), 0, MIB(4096), MIB(256), 100 }, /* above max: no limit */
+                { MIB(4096), 0, MIB(512), MIB(256), 0, MIB(4096), MIB(512), 100 },
+                { MIB(4096), MIB(384), MIB(512), MIB(256), 0, MIB(384), MIB(384), 100 }, /* floor <= cap */
+                { MIB(200), 0, 0, MIB(256), 0, MIB(200), MIB(200), 100 },
+                { MIB(4096), 0, 0, MIB(1024), 0, MIB(4096), MIB(1024), 100 },
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
+                McGuest g = { .max_kib = table[i].max,
+                              .limit_max_kib = table[i].limit_max,
+                              .min_kib = table[i].min,
+                              .weight = table[i].weight };
+                McGuestLimits l = mc_guest_limits(table[i].default_min, &g);
+
+                g_assert_cmpuint(l.cap_kib, ==, table[i].cap);
+                g_assert_cmpuint(l.floor_kib, ==, table[i].floor);
+                g_assert_cmpuint(l.weight, ==, table[i].eff_weight);
+        }
+}
+
+static void test_backoff(void)
+{
+        McGuest g = {};
+        uint64_t now = SEC(100);
+
+        static const uint64_t waits[] = {
+                SEC(1), SEC(2), SEC(4), SEC(8), SEC(16), SEC(32), SEC(60), SEC(60)
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(waits); i++) {
+                mc_guest_target_failed(&g, now);
+                g_assert_cmpuint(g.retry_after_usec, ==, now + waits[i]);
+        }
+        mc_guest_target_set(&g, MIB(100), MIB(200), MC_REASON_GRANT, now, 1);
+        g_assert_cmpuint(g.set_failures, ==, 0);
+        g_assert_cmpuint(g.retry_after_usec, ==, 0);
+}
+
+int main(int argc, char *argv[])
+{
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/guest/init-and-names", test_init_and_names);
+        g_test_add_func("/guest/status", test_status);
+        g_test_add_func("/guest/target-landed-and-given-up", test_target_landed_and_given_up);
+        g_test_add_func("/guest/stuck", test_stuck);
+        g_test_add_func("/guest/moved-by-guest", test_moved_by_guest);
+        g_test_add_func("/guest/rate", test_rate);
+        g_test_add_func("/guest/headroom-and-cache", test_headroom_and_cache);
+        g_test_add_func("/guest/limits", test_limits);
+        g_test_add_func("/guest/backoff", test_backoff);
+        return g_test_run();
+}
