@@ -38,6 +38,15 @@ static inline void fuzz_check_valid(const McConfig *c)
         }
 }
 
+/* Field by field: the struct has padding after kind. */
+static inline bool policy_equal(const McPolicySettings *a, const McPolicySettings *b)
+{
+        return a->kind == b->kind && a->domain_threshold_kib == b->domain_threshold_kib &&
+               a->host_threshold_kib == b->host_threshold_kib && a->host_budget_kib == b->host_budget_kib &&
+               a->default_min_kib == b->default_min_kib && a->dead_band_kib == b->dead_band_kib &&
+               a->claim_fraction == b->claim_fraction && a->grant_factor == b->grant_factor;
+}
+
 static inline bool fuzz_domain_is_default(const McDomainConfig *d)
 {
         return d->min_kib == 0 && d->max_kib == 0 && d->weight == 0 && !d->excluded && d->runtime == 0;
@@ -63,9 +72,8 @@ static inline bool fuzz_config_equal(const McConfig *a, const McConfig *b, bool 
             ((k & MC_KEY_PAUSED) && a->paused != b->paused))
                 return false;
         if (!runtime_only &&
-            (memcmp(&a->policy, &b->policy, sizeof(a->policy)) != 0 || a->dry_run != b->dry_run ||
-             a->runtime != b->runtime || strcmp(a->uri, b->uri) != 0 ||
-             g_hash_table_size(a->domains) != g_hash_table_size(b->domains)))
+            (!policy_equal(&a->policy, &b->policy) || a->dry_run != b->dry_run || a->runtime != b->runtime ||
+             strcmp(a->uri, b->uri) != 0 || g_hash_table_size(a->domains) != g_hash_table_size(b->domains)))
                 return false;
 
         g_hash_table_iter_init(&it, a->domains);
