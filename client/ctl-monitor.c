@@ -16,6 +16,7 @@
 
 #include "ctl-watch.h"
 #include "ctl.h"
+#include "memcoord/escape.h"
 #include "memcoord/macro.h"
 #include "memcoord/memcoord.h"
 
@@ -36,11 +37,12 @@ static void print_line(const char *fmt, ...)
 
         if (localtime_r(&sec, &tm))
                 strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
-        printf("%s.%03u ", stamp, (unsigned) (now % MC_USEC_PER_SEC / 1000));
         va_start(ap, fmt);
-        vprintf(fmt, ap);
+        g_autofree char *text = g_strdup_vprintf(fmt, ap);
         va_end(ap);
-        putchar('\n');
+        /* Lines hold guest names: escaped, a name cannot forge or hide a line. */
+        g_autofree char *escaped = mc_escape(text);
+        printf("%s.%03u %s\n", stamp, (unsigned) (now % MC_USEC_PER_SEC / 1000), escaped);
         /* Readers are often pipes: every line goes out at once. */
         fflush(stdout);
 }

@@ -70,6 +70,81 @@ const char *mc_config_interval_check(uint64_t usec)
         return NULL;
 }
 
+int mc_config_parse_interval(const char *s, uint64_t *ret_usec, const char **why)
+{
+        char *end = NULL;
+        double v;
+
+        /* Digits first: strtod alone takes "inf", "nan", "-1", "+1", " 1" and hex. */
+        if (!s || !(g_ascii_isdigit(s[0]) || (s[0] == '.' && g_ascii_isdigit(s[1]))) || strpbrk(s, "xX")) {
+                *why = "not a number of seconds";
+                return -EINVAL;
+        }
+        errno = 0;
+        v = g_ascii_strtod(s, &end);
+        if (errno == ERANGE && v != 0) {
+                *why = mc_config_interval_check(MC_INTERVAL_MAX_USEC + 1);
+                return -EINVAL;
+        }
+        if (end == s || *end != '\0' || !isfinite(v)) {
+                *why = "not a number of seconds";
+                return -EINVAL;
+        }
+        /* Bound the double before converting it: a cast out of range is undefined. */
+        if (v > (double) MC_INTERVAL_MAX_USEC / 1e6 + 1.0) {
+                *why = mc_config_interval_check(MC_INTERVAL_MAX_USEC + 1);
+                return -EINVAL;
+        }
+        uint64_t usec = (uint64_t) llround(v * 1e6);
+        const char *problem = mc_config_interval_check(usec);
+        if (problem) {
+                *why = problem;
+                return -EINVAL;
+        }
+        *ret_usec = usec;
+        return 0;
+}
+
+char *mc_config_domain_group(const char *name)
+{
+        GString *g = g_string_new(GROUP_DOMAIN_PREFIX);
+
+        for (const char *p = name; *p;) {
+                gunichar c = g_utf8_get_char_validated(p, -1);
+
+                if (c == (gunichar) -1 || c == (gunichar) -2 || c < 0x20 || c == 0x7f || c == '%' ||
+                    c == '[' || c == ']') {
+                        g_string_append_printf(g, "%%%02X", (unsigned) (unsigned char) *p);
+                        p++;
+                        continue;
+                }
+                const char *next = g_utf8_next_char(p);
+                g_string_append_len(g, p, next - p);
+                p = next;
+        }
+        return g_string_free(g, FALSE);
+}
+
+char *mc_config_group_to_name(const char *group)
+{
+        if (!g_str_has_prefix(group, GROUP_DOMAIN_PREFIX))
+                return NULL;
+
+        GString *name = g_string_new(NULL);
+        for (const char *p = group + strlen(GROUP_DOMAIN_PREFIX); *p; p++) {
+                int hi, lo;
+
+                /* %00 would cut the name short: not an escape, like any other '%'. */
+                if (p[0] == '%' && (hi = g_ascii_xdigit_value(p[1])) >= 0 &&
+                    (lo = g_ascii_xdigit_value(p[2])) >= 0 && (hi | lo) != 0) {
+                        g_string_append_c(name, (char) (hi * 16 + lo));
+                        p += 2;
+                } else
+                        g_string_append_c(name, *p);
+        }
+        return g_string_free(name, FALSE);
+}
+
 /* GKeyFile forgets where things were: find the line by reading the text again. */
 static unsigned line_of(const char *data, const char *group, const char *key)
 {
@@ -128,6 +203,7 @@ typedef struct Parser {
         const char *data;
         const char *origin;
         GKeyFile *kf;
+        bool state; /* the state file: run-time keys only, each marked as such */
         GError **error;
 } Parser;
 
@@ -212,22 +288,42 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
 {
         g_auto(GStrv) keys = g_key_file_get_keys(p->kf, GROUP_COORDINATOR, NULL, NULL);
         McPolicySettings policy = c->policy;
+        uint64_t interval_usec = c->interval_usec;
+        bool dry_run = c->dry_run, paused = c->paused;
+        g_autofree char *uri = NULL;
+        unsigned seen = 0;
 
         for (size_t i = 0; keys && keys[i]; i++) {
                 const char *k = keys[i];
                 gboolean ok;
 
                 if (g_str_equal(k, "IntervalSec")) {
-                        double sec;
-                        ok = get_double(p, GROUP_COORDINATOR, k, 0.1, 3600, &sec);
-                        if (ok)
-                                c->interval_usec = (uint64_t) llround(sec * 1e6);
-                } else if (g_str_equal(k, "DomainThreshold"))
+                        g_autofree char *v = NULL;
+                        const char *why = NULL;
+                        ok = get_string(p, GROUP_COORDINATOR, k, &v);
+                        if (ok && mc_config_parse_interval(v, &interval_usec, &why) < 0)
+                                ok = parse_fail(p, GROUP_COORDINATOR, k, "IntervalSec: '%s': %s", v, why);
+                        seen |= MC_KEY_INTERVAL;
+                } else if (g_str_equal(k, "DomainThreshold")) {
                         ok = get_size_kib(p, GROUP_COORDINATOR, k, false, &policy.domain_threshold_kib);
-                else if (g_str_equal(k, "HostThreshold"))
+                        seen |= MC_KEY_DOMAIN_THRESHOLD;
+                } else if (g_str_equal(k, "HostThreshold")) {
                         ok = get_size_kib(p, GROUP_COORDINATOR, k, false, &policy.host_threshold_kib);
-                else if (g_str_equal(k, "HostBudget"))
+                        seen |= MC_KEY_HOST_THRESHOLD;
+                } else if (g_str_equal(k, "HostBudget")) {
                         ok = get_size_kib(p, GROUP_COORDINATOR, k, true, &policy.host_budget_kib);
+                        seen |= MC_KEY_HOST_BUDGET;
+                } else if (g_str_equal(k, "Paused")) {
+                        ok = p->state
+                                     ? get_bool(p, GROUP_COORDINATOR, k, &paused)
+                                     : parse_fail(p, GROUP_COORDINATOR, k,
+                                                  "Paused: kept in the state file only (memcoordctl pause)");
+                        seen |= MC_KEY_PAUSED;
+                } else if (p->state)
+                        /* Any other key is the config file's alone. */
+                        ok = parse_fail(p, GROUP_COORDINATOR, k,
+                                        "%s: not a setting of the state file (set it in the config file)",
+                                        k);
                 else if (g_str_equal(k, "DefaultMin"))
                         ok = get_size_kib(p, GROUP_COORDINATOR, k, false, &policy.default_min_kib);
                 else if (g_str_equal(k, "DeadBand"))
@@ -237,7 +333,7 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
                 else if (g_str_equal(k, "GrantFactor"))
                         ok = get_double(p, GROUP_COORDINATOR, k, 1.0, 16.0, &policy.grant_factor);
                 else if (g_str_equal(k, "DryRun"))
-                        ok = get_bool(p, GROUP_COORDINATOR, k, &c->dry_run);
+                        ok = get_bool(p, GROUP_COORDINATOR, k, &dry_run);
                 else if (g_str_equal(k, "Policy")) {
                         g_autofree char *name = NULL;
                         ok = get_string(p, GROUP_COORDINATOR, k, &name);
@@ -247,9 +343,9 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
                                                 "Policy: '%s' is not a policy (adaptive or seed)", name);
                         if (ok)
                                 policy.kind = (McPolicyKind) kind;
-                }
-                else if (g_str_equal(k, "URI")) {
-                        g_autofree char *uri = NULL;
+                } else if (g_str_equal(k, "URI")) {
+                        g_free(uri);
+                        uri = NULL;
                         ok = get_string(p, GROUP_COORDINATOR, k, &uri);
                         if (ok && uri[0] == '\0')
                                 ok = parse_fail(p, GROUP_COORDINATOR, k, "URI: must not be empty");
@@ -278,16 +374,26 @@ static gboolean parse_coordinator(Parser *p, McConfig *c)
         if (why)
                 return parse_fail(p, GROUP_COORDINATOR, NULL, "%s", why);
         c->policy = policy;
+        c->interval_usec = interval_usec;
+        c->dry_run = dry_run;
+        c->paused = paused;
+        if (uri) {
+                g_free(c->uri);
+                c->uri = g_steal_pointer(&uri);
+        }
+        if (p->state)
+                c->runtime |= seen;
         return TRUE;
 }
 
 static gboolean parse_domain(Parser *p, McConfig *c, const char *group)
 {
-        const char *name = group + strlen(GROUP_DOMAIN_PREFIX);
+        g_autofree char *name = mc_config_group_to_name(group);
         g_auto(GStrv) keys = g_key_file_get_keys(p->kf, group, NULL, NULL);
         McDomainConfig d = {};
+        unsigned seen = 0;
 
-        if (name[0] == '\0')
+        if (!name || name[0] == '\0')
                 return parse_fail(p, group, NULL, "[%s]: expected [Domain NAME] with a guest name", group);
 
         const McDomainConfig *old = mc_config_get_domain(c, name);
@@ -298,20 +404,24 @@ static gboolean parse_domain(Parser *p, McConfig *c, const char *group)
                 const char *k = keys[i];
                 gboolean ok;
 
-                if (g_str_equal(k, "Min"))
+                if (g_str_equal(k, "Min")) {
                         ok = get_size_kib(p, group, k, true, &d.min_kib);
-                else if (g_str_equal(k, "Max"))
+                        seen |= MC_DOMAIN_KEY_MIN;
+                } else if (g_str_equal(k, "Max")) {
                         ok = get_size_kib(p, group, k, true, &d.max_kib);
-                else if (g_str_equal(k, "Weight")) {
+                        seen |= MC_DOMAIN_KEY_MAX;
+                } else if (g_str_equal(k, "Weight")) {
                         double w = 0;
                         ok = get_double(p, group, k, 0, MC_WEIGHT_MAX, &w);
                         if (ok && w != floor(w))
                                 ok = parse_fail(p, group, k, "Weight: must be a whole number");
                         if (ok)
                                 d.weight = (unsigned) w;
-                } else if (g_str_equal(k, "Exclude"))
+                        seen |= MC_DOMAIN_KEY_WEIGHT;
+                } else if (g_str_equal(k, "Exclude")) {
                         ok = get_bool(p, group, k, &d.excluded);
-                else
+                        seen |= MC_DOMAIN_KEY_EXCLUDE;
+                } else
                         ok = parse_fail(p, group, k, "unknown key '%s' in [%s]", k, group);
                 if (!ok)
                         return FALSE;
@@ -324,14 +434,51 @@ static gboolean parse_domain(Parser *p, McConfig *c, const char *group)
         dc->max_kib = d.max_kib;
         dc->weight = d.weight;
         dc->excluded = d.excluded;
+        if (p->state)
+                dc->runtime |= seen;
         return TRUE;
 }
 
-gboolean mc_config_load_data(McConfig *c, const char *data, const char *origin, GError **error)
+static McConfig *config_copy(const McConfig *c)
+{
+        McConfig *copy = mc_config_new();
+        GHashTableIter it;
+        gpointer v;
+
+        copy->policy = c->policy;
+        copy->interval_usec = c->interval_usec;
+        copy->dry_run = c->dry_run;
+        copy->paused = c->paused;
+        copy->runtime = c->runtime;
+        g_free(copy->uri);
+        copy->uri = g_strdup(c->uri);
+        copy->metrics_file = g_strdup(c->metrics_file);
+        g_hash_table_iter_init(&it, c->domains);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+                const McDomainConfig *src = v;
+                McDomainConfig *dst = mc_config_ensure_domain(copy, src->name);
+                dst->min_kib = src->min_kib;
+                dst->max_kib = src->max_kib;
+                dst->weight = src->weight;
+                dst->excluded = src->excluded;
+                dst->runtime = src->runtime;
+        }
+        return copy;
+}
+
+static void config_swap(McConfig *a, McConfig *b)
+{
+        McConfig tmp = *a;
+
+        *a = *b;
+        *b = tmp;
+}
+
+static gboolean load_data(McConfig *c, const char *data, const char *origin, bool state, GError **error)
 {
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) e = NULL;
-        Parser p = { .data = data, .origin = origin, .kf = kf, .error = error };
+        Parser p = { .data = data, .origin = origin, .kf = kf, .state = state, .error = error };
 
         if (!g_key_file_load_from_data(kf, data, (gsize) -1, G_KEY_FILE_NONE, &e)) {
                 g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_PARSE, "%s:%u: %s", origin,
@@ -340,25 +487,7 @@ gboolean mc_config_load_data(McConfig *c, const char *data, const char *origin, 
         }
 
         /* Parse into a copy, so a bad file changes nothing. */
-        g_autoptr(McConfig) tmp = mc_config_new();
-        tmp->policy = c->policy;
-        tmp->interval_usec = c->interval_usec;
-        tmp->dry_run = c->dry_run;
-        g_free(tmp->uri);
-        tmp->uri = g_strdup(c->uri);
-        tmp->metrics_file = g_strdup(c->metrics_file);
-        GHashTableIter it;
-        gpointer v;
-        g_hash_table_iter_init(&it, c->domains);
-        while (g_hash_table_iter_next(&it, NULL, &v)) {
-                const McDomainConfig *src = v;
-                McDomainConfig *dst = mc_config_ensure_domain(tmp, src->name);
-                dst->min_kib = src->min_kib;
-                dst->max_kib = src->max_kib;
-                dst->weight = src->weight;
-                dst->excluded = src->excluded;
-        }
-
+        g_autoptr(McConfig) tmp = config_copy(c);
         g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
         for (size_t i = 0; groups[i]; i++) {
                 gboolean ok;
@@ -374,17 +503,27 @@ gboolean mc_config_load_data(McConfig *c, const char *data, const char *origin, 
         }
 
         /* Success: swap the parsed copy in. */
-        c->policy = tmp->policy;
-        c->interval_usec = tmp->interval_usec;
-        c->dry_run = tmp->dry_run;
-        g_free(c->uri);
-        c->uri = g_steal_pointer(&tmp->uri);
-        g_free(c->metrics_file);
-        c->metrics_file = g_steal_pointer(&tmp->metrics_file);
-        GHashTable *swap = c->domains;
-        c->domains = tmp->domains;
-        tmp->domains = swap;
+        config_swap(c, tmp);
         return TRUE;
+}
+
+gboolean mc_config_load_data(McConfig *c, const char *data, const char *origin, GError **error)
+{
+        return load_data(c, data, origin, false, error);
+}
+
+gboolean mc_config_load_state_data(McConfig *c, const char *data, const char *origin, GError **error)
+{
+        return load_data(c, data, origin, true, error);
+}
+
+gboolean mc_config_load_state_file(McConfig *c, const char *path, GError **error)
+{
+        g_autofree char *data = NULL;
+
+        if (!g_file_get_contents(path, &data, NULL, error))
+                return FALSE;
+        return mc_config_load_state_data(c, data, path, error);
 }
 
 gboolean mc_config_load_file(McConfig *c, const char *path, GError **error)
@@ -403,44 +542,136 @@ static void set_size(GKeyFile *kf, const char *group, const char *key, uint64_t 
         g_key_file_set_string(kf, group, key, v);
 }
 
+/* The run-time keys of a and b agree (b read back from what a saved). */
+static bool runtime_equal(const McConfig *a, const McConfig *b)
+{
+        unsigned k = a->runtime;
+        GHashTableIter it;
+        gpointer v;
+
+        if (a->runtime != b->runtime)
+                return false;
+        if (((k & MC_KEY_INTERVAL) && a->interval_usec != b->interval_usec) ||
+            ((k & MC_KEY_DOMAIN_THRESHOLD) &&
+             a->policy.domain_threshold_kib != b->policy.domain_threshold_kib) ||
+            ((k & MC_KEY_HOST_THRESHOLD) && a->policy.host_threshold_kib != b->policy.host_threshold_kib) ||
+            ((k & MC_KEY_HOST_BUDGET) && a->policy.host_budget_kib != b->policy.host_budget_kib) ||
+            ((k & MC_KEY_PAUSED) && a->paused != b->paused))
+                return false;
+        g_hash_table_iter_init(&it, a->domains);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+                const McDomainConfig *x = v, *y = mc_config_get_domain(b, x->name);
+                unsigned dk = x->runtime;
+
+                if (dk == 0)
+                        continue;
+                if (!y || y->runtime != dk || ((dk & MC_DOMAIN_KEY_MIN) && x->min_kib != y->min_kib) ||
+                    ((dk & MC_DOMAIN_KEY_MAX) && x->max_kib != y->max_kib) ||
+                    ((dk & MC_DOMAIN_KEY_WEIGHT) && x->weight != y->weight) ||
+                    ((dk & MC_DOMAIN_KEY_EXCLUDE) && x->excluded != y->excluded))
+                        return false;
+        }
+        return true;
+}
+
 gboolean mc_config_save_state(const McConfig *c, const char *path, GError **error)
 {
         g_autoptr(GKeyFile) kf = g_key_file_new();
-        g_autofree char *interval = g_strdup_printf("%.6f", (double) c->interval_usec / 1e6);
+        unsigned k = c->runtime;
 
         g_key_file_set_comment(kf, NULL, NULL,
                                " Settings changed at run time through org.memcoord; written by memcoordd.\n"
                                " Applied on top of the config file at start-up and on reload.",
                                NULL);
-        g_key_file_set_string(kf, GROUP_COORDINATOR, "IntervalSec", interval);
-        set_size(kf, GROUP_COORDINATOR, "DomainThreshold", c->policy.domain_threshold_kib);
-        set_size(kf, GROUP_COORDINATOR, "HostThreshold", c->policy.host_threshold_kib);
-        if (c->policy.host_budget_kib > 0)
+        if (k & MC_KEY_INTERVAL) {
+                g_autofree char *interval = g_strdup_printf("%.6f", (double) c->interval_usec / 1e6);
+                g_key_file_set_string(kf, GROUP_COORDINATOR, "IntervalSec", interval);
+        }
+        if (k & MC_KEY_DOMAIN_THRESHOLD)
+                set_size(kf, GROUP_COORDINATOR, "DomainThreshold", c->policy.domain_threshold_kib);
+        if (k & MC_KEY_HOST_THRESHOLD)
+                set_size(kf, GROUP_COORDINATOR, "HostThreshold", c->policy.host_threshold_kib);
+        if ((k & MC_KEY_HOST_BUDGET) && c->policy.host_budget_kib > 0)
                 set_size(kf, GROUP_COORDINATOR, "HostBudget", c->policy.host_budget_kib);
-        else
+        else if (k & MC_KEY_HOST_BUDGET)
                 g_key_file_set_string(kf, GROUP_COORDINATOR, "HostBudget", "none");
+        if (k & MC_KEY_PAUSED)
+                g_key_file_set_boolean(kf, GROUP_COORDINATOR, "Paused", c->paused);
 
         GHashTableIter it;
         gpointer v;
         g_hash_table_iter_init(&it, c->domains);
         while (g_hash_table_iter_next(&it, NULL, &v)) {
                 const McDomainConfig *d = v;
+                unsigned dk = d->runtime;
 
-                /* A group name cannot hold brackets or line breaks: such a guest's settings
-                 * last until the daemon stops. */
-                if (strpbrk(d->name, "[]\n\r"))
+                if (dk == 0)
                         continue;
-                g_autofree char *group = g_strconcat(GROUP_DOMAIN_PREFIX, d->name, NULL);
-                set_size(kf, group, "Min", d->min_kib);
-                set_size(kf, group, "Max", d->max_kib);
-                g_key_file_set_integer(kf, group, "Weight", (int) d->weight);
-                g_key_file_set_boolean(kf, group, "Exclude", d->excluded);
+                g_autofree char *group = mc_config_domain_group(d->name);
+                if (dk & MC_DOMAIN_KEY_MIN)
+                        set_size(kf, group, "Min", d->min_kib);
+                if (dk & MC_DOMAIN_KEY_MAX)
+                        set_size(kf, group, "Max", d->max_kib);
+                if (dk & MC_DOMAIN_KEY_WEIGHT)
+                        g_key_file_set_integer(kf, group, "Weight", (int) d->weight);
+                if (dk & MC_DOMAIN_KEY_EXCLUDE)
+                        g_key_file_set_boolean(kf, group, "Exclude", d->excluded);
+        }
+
+        gsize len;
+        g_autofree char *data = g_key_file_to_data(kf, &len, NULL);
+
+        /* What is saved must load again and mean the same, or the next start sets it aside:
+         * read it back over a copy of c without its marks (each key read marks itself again)
+         * before replacing the old file. A key GKeyFile did not take is caught here. */
+        g_autoptr(McConfig) back = config_copy(c);
+        g_autoptr(GError) e = NULL;
+        back->runtime = 0;
+        g_hash_table_iter_init(&it, back->domains);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+                ((McDomainConfig *) v)->runtime = 0;
+        if (!mc_config_load_state_data(back, data, path, &e)) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "the settings would not load again: %s", e->message);
+                return FALSE;
+        }
+        if (!runtime_equal(c, back)) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "the settings would not read back as they are");
+                return FALSE;
         }
 
         /* g_file_set_contents writes a temporary file, fsyncs it and renames it over path. */
-        gsize len;
-        g_autofree char *data = g_key_file_to_data(kf, &len, NULL);
         return g_file_set_contents_full(path, data, (gssize) len,
                                         G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0644,
                                         error);
+}
+
+void mc_config_apply_overrides(McConfig *c, const McConfigOverrides *o)
+{
+        if (!o)
+                return;
+        if (o->uri) {
+                g_free(c->uri);
+                c->uri = g_strdup(o->uri);
+        }
+        if (o->interval_usec > 0)
+                c->interval_usec = o->interval_usec;
+        if (o->dry_run)
+                c->dry_run = true;
+}
+
+void mc_config_overrides_copy(McConfigOverrides *dst, const McConfigOverrides *src)
+{
+        mc_config_overrides_clear(dst);
+        if (!src)
+                return;
+        *dst = *src;
+        dst->uri = g_strdup(src->uri);
+}
+
+void mc_config_overrides_clear(McConfigOverrides *o)
+{
+        g_free(o->uri);
+        *o = (McConfigOverrides){};
 }

@@ -31,8 +31,8 @@ typedef enum BusKind {
 
 typedef struct Args {
         char *uri;
-        char *interval;      /* as given, or NULL */
-        double interval_sec; /* parsed; < 0 = not given */
+        char *interval;         /* as given, or NULL */
+        uint64_t interval_usec; /* parsed; 0 = not given */
         char *config_path;
         char *state_dir;
         char *bus;
@@ -120,19 +120,14 @@ static int parse_args(int argc, char **argv, Args *a)
                 a->interval = g_strdup(argv[1]);
         }
         if (a->interval) {
-                char *end = NULL;
-                double v = g_ascii_strtod(a->interval, &end);
                 const char *why = NULL;
+                uint64_t usec;
 
-                if (end == a->interval || *end != '\0' || !isfinite(v))
-                        why = "not a number of seconds";
-                else
-                        why = mc_config_interval_check(v > 0 ? (uint64_t) (v * 1e6 + 0.5) : 0);
-                if (why) {
+                if (mc_config_parse_interval(a->interval, &usec, &why) < 0) {
                         fprintf(stderr, "memcoordd: interval '%s': %s\n", a->interval, why);
                         return -EINVAL;
                 }
-                a->interval_sec = v;
+                a->interval_usec = usec;
         }
         if (a->sim_speed != 0 && (!(a->sim_speed >= 0.01 && a->sim_speed <= 1000) || !a->uri ||
                                   !g_str_has_prefix(a->uri, "sim:"))) {
@@ -158,8 +153,36 @@ static BusKind bus_kind(const Args *a)
         return BUS_NONE;
 }
 
+static void args_overrides(const Args *a, McConfigOverrides *o)
+{
+        *o = (McConfigOverrides){
+                .uri = g_strdup(a->uri),
+                .interval_usec = a->interval_usec,
+                .dry_run = a->dry_run,
+        };
+}
+
+/*
+ * A state file that does not load must not keep the service down (systemd would restart it
+ * until its limit): it is moved aside, where the admin can read it, and the daemon starts on
+ * the config file alone. Its settings are lost to this run; the log says where they are.
+ */
+static void set_state_aside(const char *state_path, const GError *why)
+{
+        g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+        g_autofree char *stamp = g_date_time_format(now, "%Y%m%dT%H%M%SZ");
+        g_autofree char *aside = g_strdup_printf("%s.bad-%s", state_path, stamp);
+
+        mc_log_error("Ignoring the saved settings, they do not load: %s", why->message);
+        if (rename(state_path, aside) < 0)
+                mc_log_error("Cannot move %s aside to %s (%m): it will be replaced at the next change",
+                             state_path, aside);
+        else
+                mc_log_warning("Moved %s to %s; starting on the config file alone", state_path, aside);
+}
+
 /* Config file, then the state file on top, then the command line. */
-static McConfig *load_config(const Args *a, const char *state_path)
+static McConfig *load_config(const Args *a, const char *state_path, const McConfigOverrides *o)
 {
         g_autoptr(McConfig) c = mc_config_new();
         g_autoptr(GError) error = NULL;
@@ -171,18 +194,10 @@ static McConfig *load_config(const Args *a, const char *state_path)
                         return NULL;
                 }
         if (state_path && g_file_test(state_path, G_FILE_TEST_EXISTS))
-                if (!mc_config_load_file(c, state_path, &error)) {
-                        fprintf(stderr, "memcoordd: %s\n", error->message);
-                        return NULL;
-                }
-        if (a->uri) {
-                g_free(c->uri);
-                c->uri = g_strdup(a->uri);
-        }
-        if (a->interval_sec >= 0)
-                c->interval_usec = (uint64_t) (a->interval_sec * 1e6 + 0.5);
-        if (a->dry_run)
-                c->dry_run = true;
+                if (!mc_config_load_state_file(c, state_path, &error))
+                        /* c is as the config file left it: a failed load changes nothing. */
+                        set_state_aside(state_path, error);
+        mc_config_apply_overrides(c, o);
         return g_steal_pointer(&c);
 }
 
@@ -289,7 +304,6 @@ static int run(int argc, char **argv)
         sigset_t mask;
         int r, exit_code = 0;
 
-        args.interval_sec = -1;
         if (parse_args(argc, argv, &args) < 0)
                 return EXIT_FAILURE;
         if (args.version) {
@@ -308,7 +322,9 @@ static int run(int argc, char **argv)
         if (kind != BUS_NONE)
                 state_path = g_build_filename(state_dir, "state.conf", NULL);
 
-        McConfig *config = load_config(&args, state_path);
+        __attribute__((cleanup(mc_config_overrides_clear))) McConfigOverrides overrides = {};
+        args_overrides(&args, &overrides);
+        McConfig *config = load_config(&args, state_path, &overrides);
         if (!config)
                 return EXIT_FAILURE;
 
@@ -339,6 +355,7 @@ static int run(int argc, char **argv)
                 fprintf(stderr, "memcoordd: Failed to set up: %s\n", strerror(-r));
                 goto finish_fail;
         }
+        mc_manager_set_overrides(manager, &overrides);
         if (args.sim_speed > 0)
                 manager->hypervisor->speed = args.sim_speed;
         if (state_path && g_mkdir_with_parents(state_dir, 0755) < 0)

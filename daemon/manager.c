@@ -169,6 +169,7 @@ int mc_manager_new(sd_event *e, McConfig *config, const char *config_path, const
         m->config = config;
         m->config_path = g_strdup(config_path);
         m->state_path = g_strdup(state_path);
+        m->paused = config->paused;
         m->guests = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, guest_free);
         r = mc_hypervisor_new(e, config->uri, &callbacks, m, &m->hypervisor);
         if (r < 0)
@@ -189,9 +190,15 @@ McManager *mc_manager_free(McManager *m)
         mc_config_free(m->config);
         g_free(m->config_path);
         g_free(m->state_path);
+        mc_config_overrides_clear(&m->overrides);
         sd_event_unref(m->event);
         g_free(m);
         return NULL;
+}
+
+void mc_manager_set_overrides(McManager *m, const McConfigOverrides *o)
+{
+        mc_config_overrides_copy(&m->overrides, o);
 }
 
 void mc_manager_set_listener(McManager *m, const McManagerListener *l, void *userdata)
@@ -532,9 +539,11 @@ static int persist(McManager *m)
 }
 
 /* Applies a changed policy setting: check, persist, and roll back if persisting fails. */
-static int set_policy(McManager *m, const McPolicySettings *p, McManagerChange change, const char **why)
+static int set_policy(McManager *m, const McPolicySettings *p, McConfigKey key, McManagerChange change,
+                      const char **why)
 {
         McPolicySettings old = m->config->policy;
+        unsigned old_runtime = m->config->runtime;
         const char *problem = mc_policy_settings_check(p);
         int r;
 
@@ -544,9 +553,11 @@ static int set_policy(McManager *m, const McPolicySettings *p, McManagerChange c
                 return -EINVAL;
         }
         m->config->policy = *p;
+        m->config->runtime |= key;
         r = persist(m);
         if (r < 0) {
                 m->config->policy = old;
+                m->config->runtime = old_runtime;
                 if (why)
                         *why = "the settings could not be saved";
                 return r;
@@ -560,7 +571,7 @@ int mc_manager_set_domain_threshold(McManager *m, uint64_t kib, const char **why
         McPolicySettings p = m->config->policy;
 
         p.domain_threshold_kib = kib;
-        return set_policy(m, &p, MC_MANAGER_CHANGED_DOMAIN_THRESHOLD, why);
+        return set_policy(m, &p, MC_KEY_DOMAIN_THRESHOLD, MC_MANAGER_CHANGED_DOMAIN_THRESHOLD, why);
 }
 
 int mc_manager_set_host_threshold(McManager *m, uint64_t kib, const char **why)
@@ -573,7 +584,7 @@ int mc_manager_set_host_threshold(McManager *m, uint64_t kib, const char **why)
                 return -EINVAL;
         }
         p.host_threshold_kib = kib;
-        return set_policy(m, &p, MC_MANAGER_CHANGED_HOST_THRESHOLD, why);
+        return set_policy(m, &p, MC_KEY_HOST_THRESHOLD, MC_MANAGER_CHANGED_HOST_THRESHOLD, why);
 }
 
 int mc_manager_set_host_budget(McManager *m, uint64_t kib, const char **why)
@@ -586,13 +597,14 @@ int mc_manager_set_host_budget(McManager *m, uint64_t kib, const char **why)
                 return -EINVAL;
         }
         p.host_budget_kib = kib;
-        return set_policy(m, &p, MC_MANAGER_CHANGED_HOST_BUDGET, why);
+        return set_policy(m, &p, MC_KEY_HOST_BUDGET, MC_MANAGER_CHANGED_HOST_BUDGET, why);
 }
 
 int mc_manager_set_interval(McManager *m, uint64_t usec, const char **why)
 {
         const char *problem = mc_config_interval_check(usec);
         uint64_t old = m->config->interval_usec;
+        unsigned old_runtime = m->config->runtime;
         int r;
 
         if (problem) {
@@ -601,9 +613,11 @@ int mc_manager_set_interval(McManager *m, uint64_t usec, const char **why)
                 return -EINVAL;
         }
         m->config->interval_usec = usec;
+        m->config->runtime |= MC_KEY_INTERVAL;
         r = persist(m);
         if (r < 0) {
                 m->config->interval_usec = old;
+                m->config->runtime = old_runtime;
                 if (why)
                         *why = "the settings could not be saved";
                 return r;
@@ -618,6 +632,17 @@ int mc_manager_set_paused(McManager *m, bool paused)
 {
         if (m->paused == paused)
                 return 0;
+        /* Kept in the state file, so that a restart does not resume. */
+        bool old = m->config->paused;
+        unsigned old_runtime = m->config->runtime;
+        m->config->paused = paused;
+        m->config->runtime |= MC_KEY_PAUSED;
+        int r = persist(m);
+        if (r < 0) {
+                m->config->paused = old;
+                m->config->runtime = old_runtime;
+                return r;
+        }
         m->paused = paused;
         mc_log_info("%s", paused ? "Paused: no balloon changes until resumed" : "Resumed");
         notify_manager(m, MC_MANAGER_CHANGED_STATE);
@@ -647,6 +672,7 @@ int mc_manager_set_domain_limits(McManager *m, const char *domain, uint64_t min_
         c->min_kib = min_kib;
         c->max_kib = max_kib;
         c->weight = weight;
+        c->runtime |= MC_DOMAIN_KEY_LIMITS;
         int r = persist(m);
         if (r < 0) {
                 *c = old;
@@ -750,10 +776,13 @@ int mc_manager_set_domain_excluded(McManager *m, const char *domain, bool exclud
                 return -ENOENT;
         McDomainConfig *c = mc_config_ensure_domain(m->config, g->name);
         bool old = c->excluded;
+        unsigned old_runtime = c->runtime;
         c->excluded = excluded;
+        c->runtime |= MC_DOMAIN_KEY_EXCLUDE;
         int r = persist(m);
         if (r < 0) {
                 c->excluded = old;
+                c->runtime = old_runtime;
                 return r;
         }
         notify_guest(m, g, apply_config_limits(m, g));
@@ -764,19 +793,21 @@ int mc_manager_reload(McManager *m, GError **error)
 {
         g_autoptr(McConfig) c = mc_config_new();
 
-        c->dry_run = m->config->dry_run;
-        g_free(c->uri);
-        c->uri = g_strdup(m->config->uri);
+        /* As at start: config file, state file, command line. */
         if (m->config_path && g_file_test(m->config_path, G_FILE_TEST_EXISTS) &&
             !mc_config_load_file(c, m->config_path, error))
                 return -EINVAL;
         if (m->state_path && g_file_test(m->state_path, G_FILE_TEST_EXISTS) &&
-            !mc_config_load_file(c, m->state_path, error))
+            !mc_config_load_state_file(c, m->state_path, error))
                 return -EINVAL;
+        mc_config_apply_overrides(c, &m->overrides);
         if (!g_str_equal(c->uri, m->config->uri))
                 mc_log_warning("URI changes take effect at restart; still using %s", m->config->uri);
         g_free(c->uri);
         c->uri = g_strdup(m->config->uri);
+        /* A reload re-reads settings; it neither pauses nor resumes. */
+        c->paused = m->paused;
+        c->runtime = (c->runtime & ~(unsigned) MC_KEY_PAUSED) | (m->config->runtime & MC_KEY_PAUSED);
 
         bool interval_changed = c->interval_usec != m->config->interval_usec;
         McConfig *old = m->config;

@@ -58,9 +58,10 @@ typedef struct McManagerListener {
 
 struct McManager {
         sd_event *event;
-        McConfig *config;  /* effective settings: config file, then state file */
-        char *config_path; /* NULL = none */
-        char *state_path;  /* NULL = settings are not persisted */
+        McConfig *config;            /* effective settings: config file, then state file */
+        char *config_path;           /* NULL = none */
+        char *state_path;            /* NULL = settings are not persisted */
+        McConfigOverrides overrides; /* the command line: applied again on every reload */
         McHypervisor *hypervisor;
         GHashTable *guests; /* uuid -> McGuest* */
         sd_event_source *tick_source;
@@ -83,6 +84,9 @@ int mc_manager_new(sd_event *e, McConfig *config, const char *config_path, const
                    McManager **ret);
 McManager *mc_manager_free(McManager *m);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(McManager, mc_manager_free)
+
+/* What the command line set; it wins over the files on reload as it did at start. */
+void mc_manager_set_overrides(McManager *m, const McConfigOverrides *o);
 
 void mc_manager_set_listener(McManager *m, const McManagerListener *l, void *userdata);
 

@@ -3,7 +3,7 @@
 
 /*
  * Human sizes, shared by the config parser and memcoordctl: "157286400", "100M", "1.5G",
- * "512MiB", "2 GB" are all accepted; suffixes are binary (K = 1024). Printing gives the
+ * "512MiB", "2 GB" are all accepted; suffixes are binary (K = 1024) up to E, as printed. Printing gives the
  * shortest exact-enough form: "512M", "1.5G".
  */
 
@@ -27,6 +27,8 @@ static inline int mc_parse_size(const char *s, uint64_t *ret_bytes)
                 { 'M', UINT64_C(1) << 20 },
                 { 'G', UINT64_C(1) << 30 },
                 { 'T', UINT64_C(1) << 40 },
+                { 'P', UINT64_C(1) << 50 },
+                { 'E', UINT64_C(1) << 60 },
         };
         const char *p = s;
         char *end = NULL;
@@ -43,9 +45,11 @@ static inline int mc_parse_size(const char *s, uint64_t *ret_bytes)
         double value = strtod(p, &end);
         if (errno == ERANGE || end == p || !isfinite(value) || value < 0)
                 return errno == ERANGE ? -ERANGE : -EINVAL;
-        if (strchr(p, 'x') || strchr(p, 'X') || strchr(p, 'e') || strchr(p, 'E') || strchr(p, 'p') ||
-            strchr(p, 'P'))
-                return -EINVAL; /* no hex floats or exponents: sizes are written plainly */
+        /* No hex floats or exponents in the number: sizes are written plainly. (The suffix may
+         * be P or E, which mc_format_size prints.) */
+        for (const char *q = p; q < end; q++)
+                if (strchr("xXeEpP", *q))
+                        return -EINVAL;
 
         while (isspace((unsigned char) *end))
                 end++;

@@ -208,13 +208,24 @@ class Env:
             return ""
 
     def stop_daemon(self):
-        if self.daemon and self.daemon.poll() is None:
+        """SIGTERM; every memcoordd must then exit 0 with no sanitizer report in its log (a leak
+        shows only at exit)."""
+        if self.daemon is None:
+            return
+        if self.daemon.poll() is None:
             self.daemon.terminate()
             try:
                 self.daemon.wait(10)
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
                 self.daemon.wait()
+        status = self.daemon.returncode
+        self.daemon_log.flush()
+        with open(os.path.join(self.tmp, "memcoordd.log"), errors="replace") as f:
+            log = f.read()
+        reports = [line for line in log.splitlines() if any(m in line for m in SANITIZER_MARKS)]
+        tap.ok(status == 0 and not reports, "memcoordd stops with exit 0 and no sanitizer report",
+               f"exit status {status}\n" + "\n".join(reports[:20]) + "\n" + log[-3000:])
         self.daemon = None
 
     def cleanup(self):

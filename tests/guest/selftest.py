@@ -49,6 +49,9 @@ def wait_for(pred, timeout: float, poll: float = 0.25):
 
 
 def main() -> int:
+    if os.geteuid() != 0:
+        print("selftest.py: needs root (libvirtd, QEMU guests): skipped", file=sys.stderr)
+        return 77
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=os.environ.get("MC_GUEST_WORK", "/var/tmp/memcoord-guest"))
     ap.add_argument("--prefix", default="mcself-")
@@ -135,8 +138,8 @@ def main() -> int:
             check("returned_within sees the setmem (512 -> 400 MiB)",
                   100 * MiB <= ret["per_guest"][n1]["net_kib"] <= 120 * MiB,
                   f"{ret['per_guest'][n1]}")
-            check("reversals of the autodeflate guest counted",
-                  m["guests"][n3]["reversals"] >= 0)
+            # Reversal counting is checked on known series in test_kit.py (unit suite); a
+            # count here is printed with the metrics below, not asserted.
             print("metrics:", json.dumps(m, default=str), flush=True)
             phases = P.guests_phases({n: s for n, (s, _) in scheds.items()}, ready_t)
             png = P.plot(csv_path, os.path.join(run, "run.png"), phases=phases,

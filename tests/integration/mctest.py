@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -145,6 +146,31 @@ def path_encode(prefix, external):
 
 def domain_path(name):
     return path_encode(DOMAIN_PREFIX, NODE_GUESTS[name][0])
+
+
+# What ASan, LSan and UBSan print; any of them in a daemon's output fails the test.
+SANITIZER_MARKS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "SUMMARY: AddressSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def sanitizer_reports(text):
+    """The lines of text that are sanitizer reports."""
+    return [line for line in text.splitlines() if any(m in line for m in SANITIZER_MARKS)]
+
+
+def main():
+    """unittest.main for one suite: exit 0 if every test ran and passed, 1 on any failure, and
+    77 (meson's SKIP) if any test was skipped, so that a suite that could not run does not
+    show as a pass."""
+    prog = unittest.main(verbosity=2, exit=False)
+    result = prog.result
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.skipped or result.testsRun == 0:
+        for test, why in result.skipped:
+            print(f"SKIP {test.id()}: {why}", file=sys.stderr)
+        sys.exit(77)
+    sys.exit(0)
 
 
 def require_root(testcase_class):
@@ -423,6 +449,8 @@ class Daemon:
         self.log_path = tmp.join(name + ".log")
         self.log = open(self.log_path, "w")
         self.proc = spawn(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.status = None
+        self.checked = False
 
     def log_text(self):
         if not self.log.closed:
@@ -440,18 +468,33 @@ class Daemon:
             return client.name_has_owner() and client.get("TickCount") >= 1
         wait_for(ready, timeout, what="memcoordd to own org.memcoord and tick")
 
-    def stop(self, timeout=20):
-        """SIGTERM; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        status = kill_group(self.proc)
-        if not self.log.closed:
-            self.log.close()
-        return status
+    def stop(self, timeout=20, expect=0):
+        """SIGTERM; returns the exit status. The first stop checks the daemon: an exit status
+        other than expect (None: any) or a sanitizer report in its output (a leak shows only at
+        exit) raises AssertionError."""
+        if self.status is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.status = kill_group(self.proc)
+            if not self.log.closed:
+                self.log.close()
+        if not self.checked:
+            self.checked = True
+            self.check(expect)
+        return self.status
+
+    def check(self, expect=0):
+        reports = sanitizer_reports(self.log_text())
+        if reports:
+            raise AssertionError(f"sanitizer report in {self.log_path}:\n" + "\n".join(reports[:20])
+                                 + "\n" + self.log_text()[-4000:])
+        if expect is not None and self.status != expect:
+            raise AssertionError(f"memcoordd ({self.log_path}) exited with {self.status}, not {expect}:\n"
+                                 + self.log_text()[-3000:])
 
 
 # ---- the claim rule, for checking figures ----

@@ -13,7 +13,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mctest import (MEMCOORDD, NODE_GUESTS, NODE_URI, Daemon, TempDir, claim_chain_kib, kill_group,  # noqa: E402
-                    spawn, wait_for)
+                    main, sanitizer_reports, spawn, wait_for)
 
 BALLOON_LINE = re.compile(r"^memcoordd: (\S+): (\d+) MiB -> (\d+) MiB \(([a-z-]+)\)( \[dry-run\])?$")
 
@@ -48,7 +48,9 @@ class ProcessTest(unittest.TestCase):
             out, err = proc.communicate()
             self.fail(f"memcoordd {' '.join(args)} kept running; stderr:\n{err.decode(errors='replace')[-2000:]}")
         kill_group(proc)
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        err_text = err.decode(errors="replace")
+        self.assertEqual(sanitizer_reports(err_text), [], err_text[-4000:])
+        return proc.returncode, out.decode(errors="replace"), err_text
 
     def start(self, *args, **kwargs):
         d = Daemon(self.tmp, None, args=args, config=self.config, **kwargs)
@@ -156,4 +158,4 @@ class ProcessTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    main()

@@ -8,15 +8,20 @@ or permissive like a session bus) and its own memcoordd as root on libvirt's tes
 """
 
 import os
+import signal
+import subprocess
 import sys
+import time
 import unittest
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mctest import (DOMAIN_IFACE, GIB, MANAGER_IFACE, MANAGER_PATH, MIB, NODE_GUESTS, SOURCE_ROOT, TIB,  # noqa: E402
-                    Bus, CallError, Client, Daemon, Monitor, TempDir, claim_target_kib, domain_path,
-                    require_root, require_tools, run, wait_for)
+from mctest import main as mctest_main  # noqa: E402
+from mctest import (DOMAIN_IFACE, DOMAIN_PREFIX, GIB, MANAGER_IFACE, MANAGER_PATH, MIB, NODE_GUESTS,  # noqa: E402
+                    NODE_XML, SOURCE_ROOT, TIB, Bus, CallError, Client, Daemon, Monitor, TempDir,
+                    claim_target_kib, domain_path, kill_group, path_encode, require_root, require_tools, run, spawn,
+                    wait_for)
 
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 INVALID_ARGUMENT = "org.memcoord.Error.InvalidArgument"
@@ -74,6 +79,7 @@ class BusTestCase(unittest.TestCase):
     system_like = True
     bus_kind = "system"
     daemon_args = ()
+    autostart = True
 
     def setUp(self):
         self.tmp = TempDir()
@@ -82,7 +88,8 @@ class BusTestCase(unittest.TestCase):
         self.addCleanup(self.bus.stop)
         self.root = Client(self.bus)
         self.nobody = Client(self.bus, user="nobody")
-        self.daemon = self.start_daemon()
+        if self.autostart:
+            self.daemon = self.start_daemon()
 
     def start_daemon(self, name="memcoordd", **kwargs):
         d = Daemon(self.tmp, self.bus, bus_kind=self.bus_kind, args=self.daemon_args, name=name, **kwargs)
@@ -91,8 +98,13 @@ class BusTestCase(unittest.TestCase):
         return d
 
     def _stop_daemon(self, d):
-        if d.proc.poll() is None:
+        # Also when it exited on its own: its status and log are checked.
+        try:
             d.stop()
+        finally:
+            self._show_log_on_failure(d)
+
+    def _show_log_on_failure(self, d):
         outcome = getattr(self, "_outcome", None)
         if outcome is not None and not getattr(outcome, "success", True):
             sys.stderr.write(f"--- {d.log_path}\n{d.log_text()[-4000:]}\n")
@@ -339,7 +351,8 @@ class ApiTest(BusTestCase):
         self.root.call("Reload")
         self.assertEqual(self.root.get("DomainThresholdBytes"), 120 * MIB)
         self.assertEqual(self.root.get("HostThresholdBytes"), 250 * MIB)
-        self.assertEqual(self.root.get("IntervalUSec"), 500000)
+        # --interval 0.2 is on the command line: it wins over the file across reloads too.
+        self.assertEqual(self.root.get("IntervalUSec"), 200000)
         self.assertIsNotNone(mon.wait_properties_changed("DomainThresholdBytes", 120 * MIB, since=mark))
 
         # A broken file is refused and the settings stay.
@@ -383,7 +396,7 @@ class ApiTest(BusTestCase):
         except Exception:
             raise AssertionError("a second memcoordd kept running on the same bus")
         finally:
-            second.stop()
+            second.stop(expect=None)
         log = second.log_text()
         self.assertNotEqual(status, 0)
         self.assertEqual(len(log.strip().splitlines()), 1, f"not one line: {log!r}")
@@ -596,6 +609,154 @@ class DryRunTest(BusTestCase):
         self.assertEqual(reason, "claim")
         self.assertEqual(frm, NODE_GUESTS[name][1] * MIB)
 
+MEMCOORDCTL = os.environ.get("MEMCOORDCTL", "")
+TAB_NAME = "tab\tvm"
+TAB_UUID = "6695eb01-f6a4-8304-79aa-97f2502e19a1"
+
+
+@require_root
+@require_tools("dbus-daemon", "busctl", "dbus-send", "setpriv")
+class StateTest(BusTestCase):
+    """The state file: what it keeps, what it does when it does not load, the command line
+    over both files across a reload."""
+
+    autostart = False
+
+    def state_path(self):
+        return self.tmp.join("state", "state.conf")
+
+    def write(self, path, text):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+    def read_state(self):
+        with open(self.state_path()) as f:
+            return f.read()
+
+    def start(self, name, config_text="[Coordinator]\n", interval=None, args=(), **kwargs):
+        config = self.tmp.join("memcoord.conf")
+        self.write(config, config_text)
+        d = Daemon(self.tmp, self.bus, args=tuple(args), name=name, interval=interval, config=config, **kwargs)
+        self.addCleanup(self._stop_daemon, d)
+        d.wait_ready()
+        return d
+
+    def assert_set_aside(self, d, bad_text):
+        aside = [f for f in os.listdir(self.tmp.join("state")) if f.startswith("state.conf.bad-")]
+        self.assertEqual(len(aside), 1, os.listdir(self.tmp.join("state")))
+        with open(self.tmp.join("state", aside[0])) as f:
+            self.assertEqual(f.read(), bad_text)
+        self.assertFalse(os.path.exists(self.state_path()))
+        log = d.log_text()
+        self.assertIn("Ignoring the saved settings", log)
+        self.assertIn(aside[0], log)
+
+    def test_state_made_invalid_by_the_config_is_set_aside(self):
+        # DomainThreshold=10M was set at run time; later the admin raised DeadBand to 20M.
+        bad = "[Coordinator]\nDomainThreshold=10240K\n"
+        self.write(self.state_path(), bad)
+        d = self.start("memcoordd-bad-threshold", "[Coordinator]\nDeadBand=20M\nIntervalSec=0.2\n")
+        self.assert_set_aside(d, bad)
+        self.assertEqual(self.root.get("DomainThresholdBytes"), 100 * MIB)
+        # A change at run time writes a fresh state file.
+        self.root.call("SetHostThreshold", "uint64:%d" % (300 * MIB))
+        self.assertEqual(self.read_state().count("="), 1, self.read_state())
+        self.assertIn("HostThreshold=307200K", self.read_state())
+
+    def test_state_with_a_size_the_parser_rejects_is_set_aside(self):
+        # What SetHostBudget(UINT64_MAX) used to save.
+        bad = "[Coordinator]\nHostBudget=18014398509481983K\n"
+        self.write(self.state_path(), bad)
+        d = self.start("memcoordd-bad-size", "[Coordinator]\nIntervalSec=0.2\n")
+        self.assert_set_aside(d, bad)
+        self.assertEqual(self.root.get("HostBudgetBytes"), 0)
+
+    def test_only_runtime_keys_are_kept(self):
+        self.start("memcoordd-1", "[Coordinator]\nIntervalSec=0.2\nDomainThreshold=150M\n")
+        self.root.call("SetInterval", "uint64:300000")
+        state = self.read_state()
+        self.assertIn("IntervalSec=0.300000", state)
+        self.assertNotIn("DomainThreshold", state)
+        self.assertNotIn("HostThreshold", state)
+        self.assertNotIn("[Domain", state)
+
+        # The admin edits the other keys: Reload takes them, the interval set at run time stays.
+        self.write(self.tmp.join("memcoord.conf"),
+                   "[Coordinator]\nIntervalSec=0.2\nDomainThreshold=120M\nHostThreshold=250M\n")
+        self.root.call("Reload")
+        self.assertEqual(self.root.get("DomainThresholdBytes"), 120 * MIB)
+        self.assertEqual(self.root.get("HostThresholdBytes"), 250 * MIB)
+        self.assertEqual(self.root.get("IntervalUSec"), 300000)
+
+    def test_command_line_wins_across_reload(self):
+        # --dry-run --interval 10 over a config file that says DryRun=false and 0.2 s.
+        d = self.start("memcoordd-cmdline", "[Coordinator]\nDryRun=false\nIntervalSec=0.2\n",
+                       interval="10", args=("--dry-run",))
+        before = {r["name"]: r["actual"] for r in self.root.list_domains()}
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "Settings reloaded" in d.log_text(), 10, what="the reload")
+        self.assertEqual(self.root.get("DryRun"), True)
+        self.assertEqual(self.root.get("IntervalUSec"), 10 * 1000000)
+        ticks = self.root.get("TickCount")
+        wait_for(lambda: self.root.get("TickCount") > ticks, 30, what="a tick after the reload")
+        self.assertEqual({r["name"]: r["actual"] for r in self.root.list_domains()}, before)
+        for row in self.root.list_domains():
+            self.assertEqual(row["last_change"], 0, f"{row['name']} moved")
+
+    def test_pause_survives_restart(self):
+        d = self.start("memcoordd-pause", "[Coordinator]\nIntervalSec=0.2\n")
+        self.root.call("Pause")
+        self.assertIn("Paused=true", self.read_state())
+        self.assertEqual(d.stop(), 0)
+        self.start("memcoordd-pause-again", "[Coordinator]\nIntervalSec=0.2\nDomainThreshold=20M\n")
+        self.assertEqual(self.root.get("State"), "paused")
+        self.wait_ticks(3)
+        for row in self.root.list_domains():
+            self.assertEqual(row["last_change"], 0, f"{row['name']} moved while paused")
+        self.root.call("Resume")
+        self.assertIn("Paused=false", self.read_state())
+
+    def test_name_with_a_tab_is_saved(self):
+        with open(NODE_XML) as f:
+            xml = f.read()
+        guest = (f"<domain type='test'><name>tab&#9;vm</name><uuid>{TAB_UUID}</uuid>"
+                 "<memory unit='MiB'>1024</memory><currentMemory unit='MiB'>1024</currentMemory>"
+                 "<vcpu>1</vcpu><os><type>hvm</type></os><devices><memballoon model='virtio'/></devices>"
+                 "</domain>\n</node>")
+        node = self.tmp.join("node.xml")
+        self.write(node, xml.replace("</node>", guest))
+        args = ("--connect", "test://" + node)
+        d = self.start("memcoordd-tab", "[Coordinator]\nIntervalSec=0.2\n", args=args)
+        path = path_encode(DOMAIN_PREFIX, TAB_UUID)
+        self.assertEqual(self.root.get("Name", path, DOMAIN_IFACE), TAB_NAME)
+        self.assertTrue(MEMCOORDCTL, "MEMCOORDCTL (memcoordctl's path) is not set")
+        out = open(self.tmp.join("monitor.out"), "w")
+        monitor = spawn([MEMCOORDCTL, "monitor"], stdout=out, stderr=subprocess.STDOUT,
+                        env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address))
+        self.addCleanup(out.close)
+        self.addCleanup(kill_group, monitor)
+        time.sleep(1)  # subscribed before the change
+        self.root.call("SetDomainLimits", "string:" + TAB_NAME, "uint64:%d" % (300 * MIB), "uint64:0",
+                       "uint32:250")
+
+        def monitor_text():
+            with open(self.tmp.join("monitor.out"), errors="replace") as f:
+                return f.read()
+        wait_for(lambda: "Weight: 250" in monitor_text(), 10, what="monitor to show the change")
+        # memcoordctl monitor prints the name escaped, on one line.
+        line = next(ln for ln in monitor_text().splitlines() if "Weight: 250" in ln)
+        self.assertIn("tab\\tvm: Weight: 250", line)
+        self.assertNotIn("\t", monitor_text())
+        self.assertIn("[Domain tab%09vm]", self.read_state())
+        # The log shows the name escaped: a control character cannot start a line of its own.
+        self.assertIn("tab\\tvm: now watched", d.log_text())
+        self.assertNotIn(TAB_NAME, d.log_text())
+        self.assertEqual(d.stop(), 0)
+        self.start("memcoordd-tab-again", "[Coordinator]\nIntervalSec=0.2\n", args=args)
+        props = self.root.get_all(path, DOMAIN_IFACE)
+        self.assertEqual((props["MinBytes"], props["Weight"]), (300 * MIB, 250))
+
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mctest_main()

@@ -25,6 +25,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import mctest  # noqa: E402
 from mctest import (DOMAIN_IFACE, GIB, MANAGER_IFACE, MANAGER_PATH, MIB, SOURCE_ROOT, Bus,  # noqa: E402
                     CallError, Client, Daemon, Monitor, TempDir, as_user, domain_path, kill_group, on_exit,
                     require_root, require_tools, run, spawn, wait_for)
@@ -193,6 +194,11 @@ class PolkitTest(unittest.TestCase):
     def test_other_user_denied(self):
         self.root.call("Pause")
         before = self.settings()
+        # The pause is kept in the state file: nobody's calls must leave that file as it is.
+        state_path = os.path.join(self.daemon.state_dir, "state.conf")
+        with open(state_path) as f:
+            state_before = f.read()
+        self.assertIn("Paused=true", state_before)
         mon = self.monitor(names=("org.memcoord", POLKIT_NAME))
         mark = mon.mark()
         for method, args, _ in ADMIN_CALLS:
@@ -205,7 +211,8 @@ class PolkitTest(unittest.TestCase):
                 self.assertIn("authentication is required", message)
                 self.assertLess(seconds, POLKIT_TIMEOUT, "polkit's no took the whole timeout")
         self.assertEqual(self.settings(), before)
-        self.assertFalse(os.path.exists(os.path.join(self.daemon.state_dir, "state.conf")))
+        with open(state_path) as f:
+            self.assertEqual(f.read(), state_before)
         # polkit was asked each time, about the caller's bus name.
         checks = [m for m in mon.messages[mark:] if m.get("member") == "CheckAuthorization"]
         self.assertEqual(len(checks), len(ADMIN_CALLS))
@@ -333,4 +340,4 @@ class PolkitTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mctest.main()

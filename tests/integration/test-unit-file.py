@@ -19,6 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import mctest  # noqa: E402
 from mctest import (MIB, SOURCE_ROOT, Bus, Client, Daemon, TempDir, MEMCOORDD, require_root,  # noqa: E402
                     require_tools, run, wait_for)
 
@@ -178,4 +179,4 @@ class SandboxTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mctest.main()

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -505,7 +506,7 @@ static McConfig *save_and_reload(const McConfig *c, const char *base_config)
 
         if (base_config)
                 g_assert_true(mc_config_load_data(back, base_config, ORIGIN, NULL));
-        if (!mc_config_load_file(back, path, &e)) {
+        if (!mc_config_load_state_file(back, path, &e)) {
                 g_autofree char *text = NULL;
                 (void) g_file_get_contents(path, &text, NULL, NULL);
                 g_test_message("state file:\n%s", text);
@@ -522,33 +523,41 @@ static void test_save_state_round_trip(void)
         g_autoptr(McConfig) c = mc_config_new();
 
         g_assert_true(mc_config_load_data(c, good_file, ORIGIN, NULL));
-        /* What the bus can change at run time. */
+        /* What the bus can change at run time, as the manager's setters mark it. */
         c->interval_usec = UINT64_C(1500000);
         c->policy.domain_threshold_kib = MIB(123);
         c->policy.host_threshold_kib = MIB(777) + 1;
         c->policy.host_budget_kib = GIB(12) + 3;
+        c->runtime |= MC_KEY_INTERVAL | MC_KEY_DOMAIN_THRESHOLD | MC_KEY_HOST_THRESHOLD | MC_KEY_HOST_BUDGET;
         McDomainConfig *d = mc_config_ensure_domain(c, "db");
         d->min_kib = MIB(300);
         d->max_kib = GIB(2);
         d->weight = 250;
         d->excluded = false;
+        d->runtime |= MC_DOMAIN_KEY_LIMITS;
         d = mc_config_ensure_domain(c, "idle");
         d->excluded = true;
+        d->runtime |= MC_DOMAIN_KEY_EXCLUDE;
         d = mc_config_ensure_domain(c, "web");
         g_assert_cmpuint(d->weight, ==, 300);
         d->weight = 120;
+        d->runtime |= MC_DOMAIN_KEY_WEIGHT;
 
-        /* Onto the defaults. */
+        /* Onto the defaults: the run-time settings, and nothing of the config file. */
         g_autoptr(McConfig) back = save_and_reload(c, NULL);
         g_assert_cmpuint(back->interval_usec, ==, UINT64_C(1500000));
         g_assert_cmpuint(back->policy.domain_threshold_kib, ==, MIB(123));
         g_assert_cmpuint(back->policy.host_threshold_kib, ==, MIB(777) + 1);
         g_assert_cmpuint(back->policy.host_budget_kib, ==, GIB(12) + 3);
-        g_assert_cmpuint(g_hash_table_size(back->domains), ==, 4);
-        assert_domain(back, "web", GIB(1), GIB(4), 120, false);
-        assert_domain(back, "batch", 0, 0, 1, true);
+        g_assert_cmpuint(back->policy.dead_band_kib, ==, MIB(1));
+        g_assert_false(back->dry_run);
+        g_assert_cmpstr(back->uri, ==, MC_DEFAULT_URI);
+        g_assert_cmpuint(g_hash_table_size(back->domains), ==, 3);
+        assert_domain(back, "web", 0, 0, 120, false);
         assert_domain(back, "db", MIB(300), GIB(2), 250, false);
         assert_domain(back, "idle", 0, 0, 0, true);
+        g_assert_null(mc_config_get_domain(back, "batch"));
+        g_assert_cmpuint(back->runtime, ==, c->runtime);
 
         /* Onto the config file it came from: the same run-time settings again. */
         g_autoptr(McConfig) back2 = save_and_reload(c, good_file);
@@ -565,6 +574,213 @@ static void test_save_state_round_trip(void)
 }
 
 /*
+ * One set-interval at run time, then the admin edits the config file's other keys: the edit
+ * takes effect at the next reload or start, the interval set at run time stays. Before the
+ * state file held only what changed at run time, it snapshotted every key and the edit was
+ * ignored forever.
+ */
+static void test_save_state_only_runtime_keys(void)
+{
+        g_autoptr(McConfig) c = mc_config_new();
+
+        g_assert_true(mc_config_load_data(c, good_file, ORIGIN, NULL));
+        c->interval_usec = UINT64_C(4000000);
+        c->runtime |= MC_KEY_INTERVAL;
+
+        static const char edited[] = "[Coordinator]\n"
+                                     "IntervalSec=2.5\n"
+                                     "DomainThreshold=200M\n"
+                                     "HostThreshold=2G\n"
+                                     "HostBudget=20G\n"
+                                     "[Domain web]\n"
+                                     "Weight=700\n";
+        g_autoptr(McConfig) back = save_and_reload(c, edited);
+        g_assert_cmpuint(back->interval_usec, ==, UINT64_C(4000000));
+        g_assert_cmpuint(back->policy.domain_threshold_kib, ==, MIB(200));
+        g_assert_cmpuint(back->policy.host_threshold_kib, ==, GIB(2));
+        g_assert_cmpuint(back->policy.host_budget_kib, ==, GIB(20));
+        assert_domain(back, "web", 0, 0, 700, false);
+        g_assert_cmpuint(back->runtime, ==, MC_KEY_INTERVAL);
+}
+
+/* Saving fails, and leaves the old file, when what it would write does not load again
+ * (SetHostBudget(UINT64_MAX) once saved a size the parser rejects, which stopped the next
+ * start). */
+static void test_save_state_refuses_what_would_not_load(void)
+{
+        g_autoptr(McConfig) c = mc_config_new();
+        g_autoptr(GError) e = NULL;
+        g_autofree char *dir = g_dir_make_tmp("memcoord-test-XXXXXX", NULL);
+        g_autofree char *path = g_build_filename(dir, "state", NULL);
+        g_autofree char *text = NULL;
+
+        c->policy.host_threshold_kib = MIB(300);
+        c->runtime |= MC_KEY_HOST_THRESHOLD;
+        g_assert_true(mc_config_save_state(c, path, &e));
+        g_assert_no_error(e);
+
+        c->policy.host_budget_kib = UINT64_MAX / 1024;
+        c->runtime |= MC_KEY_HOST_BUDGET;
+        g_assert_false(mc_config_save_state(c, path, &e));
+        g_assert_nonnull(e);
+        if (e)
+                g_test_message("%s", e->message);
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        g_assert_nonnull(strstr(text, "HostThreshold=307200K"));
+        g_assert_null(strstr(text, "HostBudget"));
+        g_assert_cmpint(g_unlink(path), ==, 0);
+        g_assert_cmpint(g_rmdir(dir), ==, 0);
+}
+
+/* The state file takes only the run-time keys; Paused only the state file. */
+static void test_state_keys(void)
+{
+        static const char *const not_in_state[] = {
+                "[Coordinator]\nDeadBand=2M\n",      "[Coordinator]\nDefaultMin=1G\n",
+                "[Coordinator]\nClaimFraction=0.2\n", "[Coordinator]\nGrantFactor=2\n",
+                "[Coordinator]\nDryRun=true\n",       "[Coordinator]\nURI=test:///default\n",
+                "[Coordinator]\nPolicy=seed\n",
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(not_in_state); i++) {
+                g_autoptr(McConfig) c = mc_config_new();
+                g_autoptr(GError) e = NULL;
+
+                g_assert_false(mc_config_load_state_data(c, not_in_state[i], "state", &e));
+                g_assert_nonnull(e);
+                g_assert_true(mc_config_load_data(c, not_in_state[i], ORIGIN, NULL));
+        }
+
+        g_autoptr(McConfig) c = mc_config_new();
+        g_autoptr(GError) e = NULL;
+        g_assert_false(mc_config_load_data(c, "[Coordinator]\nPaused=true\n", ORIGIN, &e));
+        g_assert_nonnull(e);
+        g_assert_false(c->paused);
+        g_assert_true(mc_config_load_state_data(c, "[Coordinator]\nPaused=true\n", "state", NULL));
+        g_assert_true(c->paused);
+        g_assert_cmpuint(c->runtime, ==, MC_KEY_PAUSED);
+}
+
+/* Pause survives a restart: it is kept in the state file. */
+static void test_save_state_paused(void)
+{
+        g_autoptr(McConfig) c = mc_config_new();
+
+        c->paused = true;
+        c->runtime |= MC_KEY_PAUSED;
+        g_autoptr(McConfig) back = save_and_reload(c, good_file);
+        g_assert_true(back->paused);
+        g_assert_cmpuint(back->policy.domain_threshold_kib, ==, MIB(150));
+
+        c->paused = false;
+        g_autoptr(McConfig) back2 = save_and_reload(c, NULL);
+        g_assert_false(back2->paused);
+}
+
+/*
+ * Any name libvirt accepts is saved and read back: tabs, brackets, '=', '#', '%', line
+ * breaks, spaces at either end, bidi controls and bytes that are not UTF-8. GKeyFile takes no
+ * brackets or control characters in a group name; before they were escaped such a guest's
+ * settings were silently not saved while the bus answered success.
+ */
+static void test_save_state_any_name(void)
+{
+        static const char *const names[] = {
+                "vm\tx", "a]b", "[x]", "k=v", "#hash", "50%", "%41", "line\nbreak", "cr\rlf", " lead",
+                "trail ", "\u202eevil", "caf\xc3\xa9", "bad\xff", "%", "%0", "%00", "a\\b",
+        };
+        g_autoptr(McConfig) c = mc_config_new();
+
+        for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+                McDomainConfig *d = mc_config_ensure_domain(c, names[i]);
+                d->weight = (unsigned) (i + 1);
+                d->excluded = i % 2;
+                d->runtime = MC_DOMAIN_KEY_WEIGHT | MC_DOMAIN_KEY_EXCLUDE;
+        }
+        g_autoptr(McConfig) back = save_and_reload(c, NULL);
+        g_assert_cmpuint(g_hash_table_size(back->domains), ==, G_N_ELEMENTS(names));
+        for (size_t i = 0; i < G_N_ELEMENTS(names); i++)
+                assert_domain(back, names[i], 0, 0, (unsigned) (i + 1), i % 2);
+
+        g_autofree char *group = mc_config_domain_group("vm\tx]%");
+        g_assert_cmpstr(group, ==, "Domain vm%09x%5D%25");
+        g_autofree char *name = mc_config_group_to_name(group);
+        g_assert_cmpstr(name, ==, "vm\tx]%");
+}
+
+static void test_overrides(void)
+{
+        g_autoptr(McConfig) c = mc_config_new();
+        McConfigOverrides none = {}, o = { .uri = (char *) "test:///default", .interval_usec = 10 * MC_USEC_PER_SEC,
+                                          .dry_run = true };
+
+        g_assert_true(mc_config_load_data(c, good_file, ORIGIN, NULL));
+        c->dry_run = false;
+        mc_config_apply_overrides(c, &none);
+        g_assert_cmpuint(c->interval_usec, ==, UINT64_C(2500000));
+        g_assert_cmpstr(c->uri, ==, "qemu+ssh://root@vmhost/system");
+        g_assert_false(c->dry_run);
+        mc_config_apply_overrides(c, &o);
+        g_assert_cmpuint(c->interval_usec, ==, 10 * MC_USEC_PER_SEC);
+        g_assert_cmpstr(c->uri, ==, "test:///default");
+        g_assert_true(c->dry_run);
+
+        McConfigOverrides copy = {};
+        mc_config_overrides_copy(&copy, &o);
+        g_assert_cmpstr(copy.uri, ==, o.uri);
+        g_assert_true(copy.uri != o.uri);
+        mc_config_overrides_clear(&copy);
+        g_assert_null(copy.uri);
+}
+
+static void test_parse_interval(void)
+{
+        static const struct {
+                const char *s;
+                uint64_t usec; /* 0 = refused */
+        } cases[] = {
+                { "1", MC_USEC_PER_SEC },
+                { "0.1", MC_INTERVAL_MIN_USEC },
+                { "3600", MC_INTERVAL_MAX_USEC },
+                { ".5", 500000 },
+                { "2.5", 2500000 },
+                { "0.333333", 333333 },
+                { "0", 0 },
+                { "0.09", 0 },
+                { "3600.1", 0 },
+                { "-1", 0 },
+                { "+1", 0 },
+                { " 1", 0 },
+                { "1 ", 0 },
+                { "abc", 0 },
+                { "", 0 },
+                { "inf", 0 },
+                { "nan", 0 },
+                { "0x10", 0 },
+                /* Out of range as a double: must be refused, not cast (undefined behaviour). */
+                { "1e30", 0 },
+                { "1e400", 0 },
+                { "99999999999999999999999", 0 },
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                uint64_t usec = 42;
+                const char *why = NULL;
+                int r = mc_config_parse_interval(cases[i].s, &usec, &why);
+
+                g_test_message("'%s'", cases[i].s);
+                if (cases[i].usec) {
+                        g_assert_cmpint(r, ==, 0);
+                        g_assert_cmpuint(usec, ==, cases[i].usec);
+                } else {
+                        g_assert_cmpint(r, ==, -EINVAL);
+                        g_assert_nonnull(why);
+                        g_assert_cmpuint(usec, ==, 42);
+                }
+        }
+}
+
+/*
  * A weight set back to the default (0) at run time must survive a restart: the state is
  * loaded over a config file that sets Weight=300, and the saved state has to override it, as
  * it does for Min and Max set back to 0.
@@ -578,22 +794,26 @@ static void test_save_state_weight_back_to_default(void)
         d->min_kib = 0;
         d->max_kib = 0;
         d->weight = 0;
+        d->runtime |= MC_DOMAIN_KEY_LIMITS;
 
         g_autoptr(McConfig) back = save_and_reload(c, good_file);
         assert_domain(back, "web", 0, 0, 0, false);
 }
 
-/* No host budget is saved as "none" and comes back as none over a file that set one. */
+/* No host budget set at run time is saved as "none" and comes back as none over a file that
+ * set one. */
 static void test_save_state_no_budget(void)
 {
         g_autoptr(McConfig) c = mc_config_new();
 
         c->policy.host_budget_kib = 0;
+        c->runtime |= MC_KEY_HOST_BUDGET;
         g_autoptr(McConfig) back = save_and_reload(c, good_file);
         g_assert_cmpuint(back->policy.host_budget_kib, ==, 0);
-        g_assert_cmpuint(back->policy.domain_threshold_kib, ==, MIB(100));
-        g_assert_cmpuint(back->policy.host_threshold_kib, ==, MIB(200));
-        g_assert_cmpuint(back->interval_usec, ==, MC_USEC_PER_SEC);
+        /* Only the budget was set at run time: the rest is the config file's. */
+        g_assert_cmpuint(back->policy.domain_threshold_kib, ==, MIB(150));
+        g_assert_cmpuint(back->policy.host_threshold_kib, ==, GIB(1));
+        g_assert_cmpuint(back->interval_usec, ==, UINT64_C(2500000));
 }
 
 /* The interval is written as decimal seconds; it must come back to the microsecond. */
@@ -607,6 +827,7 @@ static void test_save_state_intervals(void)
                 g_autoptr(McConfig) c = mc_config_new();
 
                 c->interval_usec = intervals[i];
+                c->runtime |= MC_KEY_INTERVAL;
                 g_autoptr(McConfig) back = save_and_reload(c, NULL);
                 g_assert_cmpuint(back->interval_usec, ==, intervals[i]);
         }
@@ -623,6 +844,7 @@ static void test_save_state_domain_name_with_space(void)
 
         d->weight = 200;
         d->excluded = true;
+        d->runtime |= MC_DOMAIN_KEY_WEIGHT | MC_DOMAIN_KEY_EXCLUDE;
         g_autoptr(McConfig) back = save_and_reload(c, NULL);
         assert_domain(back, "my vm", 0, 0, 200, true);
 }
@@ -682,6 +904,14 @@ int main(int argc, char *argv[])
         g_test_add_func("/config/save-state/intervals", test_save_state_intervals);
         g_test_add_func("/config/save-state/weight-back-to-default", test_save_state_weight_back_to_default);
         g_test_add_func("/config/save-state/domain-name-with-space", test_save_state_domain_name_with_space);
+        g_test_add_func("/config/save-state/only-runtime-keys", test_save_state_only_runtime_keys);
+        g_test_add_func("/config/save-state/refuses-what-would-not-load",
+                        test_save_state_refuses_what_would_not_load);
+        g_test_add_func("/config/save-state/paused", test_save_state_paused);
+        g_test_add_func("/config/save-state/any-name", test_save_state_any_name);
+        g_test_add_func("/config/state-keys", test_state_keys);
+        g_test_add_func("/config/overrides", test_overrides);
+        g_test_add_func("/config/parse-interval", test_parse_interval);
         g_test_add_func("/config/interval-check", test_interval_check);
         g_test_add_func("/config/ensure-domain", test_ensure_domain);
 

@@ -23,6 +23,8 @@ static const SizeOk parse_ok[] = {
         { "1KiB", UINT64_C(1024) },
         { "1kb", UINT64_C(1024) },
         { "1T", UINT64_C(1099511627776) },
+        { "1P", UINT64_C(1125899906842624) },
+        { "1.5EiB", UINT64_C(1729382256910270464) },
         { "1.5K", UINT64_C(1536) },
         { ".5M", UINT64_C(524288) },
         { "10B", UINT64_C(10) },
@@ -72,7 +74,9 @@ static const SizeBad parse_bad[] = {
         { "100MM", -EINVAL },
         { "100M B", -EINVAL },
         { "1Bi", -EINVAL },
-        { "1P", -EINVAL },
+        { "1Q", -EINVAL },
+        { "1P5", -EINVAL },
+        { "16E", -ERANGE }, /* 2^64: what mc_format_size prints for UINT64_MAX */
         { "100M5", -EINVAL },
         { "1 2", -EINVAL },
         { "99999999999T", -ERANGE },
@@ -173,6 +177,8 @@ static void test_format_parse_round_trip(void)
         static const uint64_t values[] = {
                 0, 1, 1023, 1024, 1536, UINT64_C(536870912), UINT64_C(1610612736),
                 UINT64_C(104857600), UINT64_C(3) * 1073741824 + 314572800, UINT64_C(1099511627776),
+                /* Printed with P and E: parsed back too. */
+                UINT64_C(1) << 50, (UINT64_C(3) << 50) / 2, UINT64_C(1) << 60, UINT64_C(15) << 60,
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(values); i++) {
