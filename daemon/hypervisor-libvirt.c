@@ -375,7 +375,10 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
                 /* The test driver's bulk records carry no balloon fields at all: ask per guest
                  * (it answers at once; QEMU's records always carry balloon.current). */
                 if (read_domain_stats(h, dom, st) < 0)
-                        mc_log_debug("%s: %s", st->name, h->error);
+                        mc_log_idf(
+                                LOG_DEBUG, MC_MESSAGE_COLLECT_FAILED,
+                                (MC_LOG_DOMAIN(st->name, st->uuid), MC_LOG_STR("MEMCOORD_ERROR", h->error)),
+                                "%s: %s", st->name, h->error);
         } else if (!st->has_balloon && domain_busy(h, dom)) {
                 st->busy = true;
                 return;
@@ -392,7 +395,10 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
                 h->calls.other_calls++;
                 if (virDomainSetMemoryStatsPeriod(dom, (int) stats_period_sec, VIR_DOMAIN_AFFECT_LIVE) < 0) {
                         (void) translate_error(h, "Failed to enable balloon stats");
-                        mc_log_info("%s: %s", st->name, h->error);
+                        mc_log_idf(
+                                LOG_INFO, MC_MESSAGE_STATS_PERIOD_FAILED,
+                                (MC_LOG_DOMAIN(st->name, st->uuid), MC_LOG_STR("MEMCOORD_ERROR", h->error)),
+                                "%s: %s", st->name, h->error);
                 }
         }
 }

@@ -146,12 +146,12 @@ static McConfig *load_config(const Args *a, const char *state_path)
 
         if (a->config_path || g_file_test(path, G_FILE_TEST_EXISTS))
                 if (!mc_config_load_file(c, path, &error)) {
-                        fprintf(stderr, "memcoordd: %s\n", error->message);
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "%s", error->message);
                         return NULL;
                 }
         if (state_path && g_file_test(state_path, G_FILE_TEST_EXISTS))
                 if (!mc_config_load_file(c, state_path, &error)) {
-                        fprintf(stderr, "memcoordd: %s\n", error->message);
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "%s", error->message);
                         return NULL;
                 }
         if (a->uri) {
@@ -167,7 +167,7 @@ static McConfig *load_config(const Args *a, const char *state_path)
 
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
-        mc_log_info("Stopping on signal %u", si->ssi_signo);
+        mc_log_id(LOG_INFO, MC_MESSAGE_STOPPING, "Stopping on signal %u", si->ssi_signo);
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
@@ -176,7 +176,8 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         g_autoptr(GError) error = NULL;
 
         if (mc_manager_reload(userdata, &error) < 0)
-                mc_log_error("Reload failed, keeping the old settings: %s", error->message);
+                mc_log_idf(LOG_ERR, MC_MESSAGE_RELOAD_FAILED, (MC_LOG_STR("MEMCOORD_ERROR", error->message)),
+                           "Reload failed, keeping the old settings: %s", error->message);
         return 0;
 }
 
@@ -225,46 +226,51 @@ static int run(int argc, char **argv)
         r = sd_event_default(&event);
         if (r < 0) {
                 mc_config_free(config);
-                fprintf(stderr, "memcoordd: Failed to create the event loop: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to create the event loop: %s",
+                          strerror(-r));
                 return EXIT_FAILURE;
         }
         r = mc_libvirt_event_register(event);
         if (r < 0) {
                 mc_config_free(config);
-                fprintf(stderr, "memcoordd: Failed to hook libvirt's events: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to hook libvirt's events: %s",
+                          strerror(-r));
                 return EXIT_FAILURE;
         }
 
         r = mc_manager_new(event, config, args.config_path ? args.config_path : MC_DEFAULT_CONFIG_FILE,
                            state_path, &manager);
         if (r < 0) {
-                fprintf(stderr, "memcoordd: Failed to set up: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to set up: %s", strerror(-r));
                 goto finish_fail;
         }
         if (state_path && g_mkdir_with_parents(state_dir, 0755) < 0)
-                mc_log_warning("Cannot create %s (%m): settings changed over the bus will not persist",
-                               state_dir);
+                mc_log_id(LOG_WARNING, MC_MESSAGE_STATE_DIR_FAILED,
+                          "Cannot create %s (%m): settings changed over the bus will not persist",
+                          state_dir);
 
         if (kind != BUS_NONE) {
                 r = kind == BUS_SYSTEM ? sd_bus_open_system(&bus) : sd_bus_open_user(&bus);
                 if (r < 0) {
-                        fprintf(stderr, "memcoordd: Failed to connect to the %s bus: %s\n",
-                                kind == BUS_SYSTEM ? "system" : "session", strerror(-r));
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to connect to the %s bus: %s",
+                                  kind == BUS_SYSTEM ? "system" : "session", strerror(-r));
                         goto finish_fail;
                 }
                 r = mc_bus_new(bus, manager, &mcbus);
                 if (r == -EEXIST || r == -EALREADY) {
-                        fprintf(stderr, "memcoordd: %s is already owned: another memcoordd is running\n",
-                                MC_BUS_NAME);
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED,
+                                  "%s is already owned: another memcoordd is running", MC_BUS_NAME);
                         goto finish_fail;
                 }
                 if (r < 0) {
-                        fprintf(stderr, "memcoordd: Failed to publish %s: %s\n", MC_BUS_NAME, strerror(-r));
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to publish %s: %s",
+                                  MC_BUS_NAME, strerror(-r));
                         goto finish_fail;
                 }
                 r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
                 if (r < 0) {
-                        fprintf(stderr, "memcoordd: Failed to attach the bus: %s\n", strerror(-r));
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to attach the bus: %s",
+                                  strerror(-r));
                         goto finish_fail;
                 }
         }
@@ -276,17 +282,18 @@ static int run(int argc, char **argv)
 
         r = mc_manager_start(manager);
         if (r < 0) {
-                fprintf(stderr, "memcoordd: Failed to start: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to start: %s", strerror(-r));
                 goto finish_fail;
         }
-        mc_log_info("Started (interval %.1f s, %s%s)", (double) manager->config->interval_usec / 1e6,
-                    manager->config->uri, manager->config->dry_run ? ", dry run" : "");
+        mc_log_idf(LOG_INFO, MC_MESSAGE_STARTED, (MC_LOG_STR("MEMCOORD_URI", manager->config->uri)),
+                   "Started (interval %.1f s, %s%s)", (double) manager->config->interval_usec / 1e6,
+                   manager->config->uri, manager->config->dry_run ? ", dry run" : "");
         (void) sd_notify(false, "READY=1\nSTATUS=Coordinating guest memory");
 
         r = sd_event_loop(event);
         (void) sd_notify(false, "STOPPING=1");
         if (r < 0) {
-                mc_log_error("Event loop failed: %s", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_INTERNAL_ERROR, "Event loop failed: %s", strerror(-r));
                 exit_code = EXIT_FAILURE;
         } else
                 exit_code = r;
