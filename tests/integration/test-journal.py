@@ -11,6 +11,7 @@ and checks the fields of real balloon changes made on libvirt's test driver.
 """
 
 import array
+import json
 import os
 import re
 import select
@@ -382,6 +383,93 @@ class DaemonJournalTest(unittest.TestCase):
         wait_for(lambda: " MiB -> " in self.stderr_text(), 30, what="a balloon line on stderr")
         kill_group(proc)
         self.assertEqual(self.sink.drain(0.2), [])
+
+
+# A real systemd-journald in a private mount namespace: its runtime journal and sockets on a
+# tmpfs, kernel messages and forwarding off, and the project's catalog (alone) compiled into
+# the catalog database that journalctl -x reads. Then memcoordd runs under it for a while.
+JOURNALD_SCRIPT = r'''
+set -e
+work=$1 catalog=$2
+shift 2
+top=/run/systemd
+[ -d "$top" ] || top=/run
+mount -t tmpfs -o mode=0755 memcoord-test "$top"
+mkdir -p /run/log /run/systemd/journald.conf.d
+mount -t tmpfs -o mode=0755 memcoord-test /run/log
+printf '[Journal]\nStorage=volatile\nReadKMsg=no\nAudit=no\nForwardToSyslog=no\nForwardToWall=no\nForwardToConsole=no\nForwardToKMsg=no\n' \
+    >/run/systemd/journald.conf.d/memcoord-test.conf
+mkdir -p "$work/catalog" "$work/catalog-db"
+cp "$catalog" "$work/catalog/"
+mount --bind "$work/catalog" /usr/lib/systemd/catalog
+mount --bind "$work/catalog-db" /var/lib/systemd/catalog
+journalctl --update-catalog
+/lib/systemd/systemd-journald >"$work/journald.log" 2>&1 &
+journald=$!
+for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+[ -S /run/systemd/journal/socket ] || { echo "systemd-journald did not start" >&2; exit 1; }
+: >"$work/stderr"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$work/stderr") "$@" 2>>"$work/stderr" &
+daemon=$!
+# Until vm1's first balloon change is stored (a few ticks; longer on a loaded machine).
+for _ in $(seq 300); do
+    journalctl -q --no-pager MESSAGE_ID=@BALLOON@ MEMCOORD_DOMAIN=vm1 | grep -q . && break
+    kill -0 "$daemon" 2>/dev/null || break
+    sleep 0.1
+done
+kill -TERM "$daemon"
+wait "$daemon" || echo "memcoordd exited with $?" >&2
+journalctl --sync
+journalctl -x --no-pager MESSAGE_ID=@BALLOON@ MEMCOORD_DOMAIN=vm1 >"$work/x-balloon.txt"
+journalctl -x --no-pager MESSAGE_ID=@SKIP@ >"$work/x-skip.txt"
+journalctl -o json --no-pager SYSLOG_IDENTIFIER=memcoordd >"$work/entries.json"
+kill "$journald"
+wait "$journald" || true
+'''
+
+
+@require_root
+@require_tools("unshare", "mount", "journalctl", "/lib/systemd/systemd-journald")
+class JournaldTest(unittest.TestCase):
+    """journalctl -x explains memcoordd's messages, as stored by a real systemd-journald."""
+
+    def test_journalctl_x(self):
+        tmp = TempDir()
+        self.addCleanup(tmp.cleanup)
+        config = tmp.join("memcoord.conf")
+        with open(config, "w") as f:
+            f.write("[Coordinator]\n")
+        script = JOURNALD_SCRIPT.replace("@BALLOON@", IDS["BALLOON_CHANGED"]).replace("@SKIP@", IDS["SKIP_NO_BALLOON"])
+        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", tmp.path, CATALOG,
+                MEMCOORDD, "--bus", "none", "--connect", NODE_URI, "--config", config, "--interval", "0.2"]
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr.decode(errors="replace"))
+        self.assertEqual(proc.stderr.decode(), "")
+        with open(tmp.join("stderr")) as f:
+            self.assertEqual(f.read(), "", "memcoordd wrote to stderr under journald")
+
+        with open(tmp.join("x-balloon.txt")) as f:
+            balloon = f.read()
+        first = claim_chain_kib(NODE_GUESTS["vm1"][1] * 1024, 1)[0]
+        self.assertIn("memcoordd[", balloon)
+        self.assertIn(f"vm1: {first[0] // 1024} MiB -> {first[1] // 1024} MiB (claim)", balloon)
+        # The catalog's text with the entry's fields filled in.
+        self.assertIn("\u2591\u2591 Subject: Balloon of vm1 changed", balloon)
+        self.assertIn(f"memcoordd set the balloon of vm1 from {first[0]} KiB to", balloon)
+        with open(tmp.join("x-skip.txt")) as f:
+            skip = f.read()
+        self.assertIn("vm-noballoon: no-balloon, left alone", skip)
+        self.assertIn("Subject: Guest vm-noballoon is left alone: no balloon", skip)
+
+        with open(tmp.join("entries.json")) as f:
+            entries = [json.loads(line) for line in f if line.strip()]
+        self.assertTrue(entries)
+        for e in entries:
+            self.assertEqual(e.get("_TRANSPORT"), "journal", e)
+            self.assertIn(e.get("MESSAGE_ID"), set(IDS.values()), e)
+        changes = [e for e in entries if e.get("MESSAGE_ID") == IDS["BALLOON_CHANGED"] and e.get("MEMCOORD_DOMAIN") == "vm1"]
+        self.assertEqual((changes[0]["MEMCOORD_FROM_KIB"], changes[0]["MEMCOORD_TO_KIB"]), tuple(map(str, first)))
+        self.assertEqual(changes[0]["PRIORITY"], "6")
 
 
 if __name__ == "__main__":
