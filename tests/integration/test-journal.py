@@ -7,7 +7,8 @@ from no setting. Each process here runs in a private mount namespace (unshare -m
 /run/systemd/journal is a directory of the test holding a socket the test bound, and with
 $JOURNAL_STREAM naming its stderr, which is how memcoordd decides it runs under journald. The
 test decodes the datagrams (KEY=VALUE lines, the binary-length form, memfd-passed entries)
-and checks the fields of real balloon changes made on libvirt's test driver.
+and checks the fields of real balloon changes made on libvirt's test driver. Last, a real
+systemd-journald stores them, and journalctl -x explains them from the project's catalog.
 """
 
 import array
