@@ -80,13 +80,19 @@ static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *
                 const sd_bus_error *e = sd_bus_message_get_error(reply);
 
                 if (sd_bus_error_has_names(e, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_TIMEOUT)) {
-                        mc_log_warning("polkit did not answer within %.1f s: %s from uid %u denied", waited,
-                                       member, (unsigned) q->uid);
+                        mc_log_idf(
+                                LOG_WARNING, MC_MESSAGE_POLKIT_TIMEOUT,
+                                (MC_LOG_STR("MEMCOORD_METHOD", member), MC_LOG_U64("MEMCOORD_UID", q->uid)),
+                                "polkit did not answer within %.1f s: %s from uid %u denied", waited, member,
+                                (unsigned) q->uid);
                         r = deny(&error, member, "polkit did not answer in time");
                 } else {
                         /* polkit not running is the usual case here: ServiceUnknown. */
-                        mc_log_debug("polkit check for %s from uid %u failed: %s", member, (unsigned) q->uid,
-                                     e && e->message ? e->message : "unknown error");
+                        mc_log_idf(
+                                LOG_DEBUG, MC_MESSAGE_POLKIT_FAILED,
+                                (MC_LOG_STR("MEMCOORD_METHOD", member), MC_LOG_U64("MEMCOORD_UID", q->uid)),
+                                "polkit check for %s from uid %u failed: %s", member, (unsigned) q->uid,
+                                e && e->message ? e->message : "unknown error");
                         r = deny(&error, member, "polkit is not available");
                 }
         } else {
@@ -94,15 +100,23 @@ static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *
                 if (r >= 0)
                         r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
                 if (r < 0) {
-                        mc_log_warning("polkit's answer for %s could not be read: %s", member, strerror(-r));
+                        mc_log_idf(
+                                LOG_WARNING, MC_MESSAGE_POLKIT_FAILED,
+                                (MC_LOG_STR("MEMCOORD_METHOD", member), MC_LOG_U64("MEMCOORD_UID", q->uid)),
+                                "polkit's answer for %s could not be read: %s", member, strerror(-r));
                         r = deny(&error, member, "polkit's answer could not be read");
                 } else if (authorized) {
-                        mc_log_debug("polkit allows %s from uid %u (%.3f s)", member, (unsigned) q->uid,
-                                     waited);
+                        mc_log_idf(
+                                LOG_DEBUG, MC_MESSAGE_AUTH_ALLOWED,
+                                (MC_LOG_STR("MEMCOORD_METHOD", member), MC_LOG_U64("MEMCOORD_UID", q->uid)),
+                                "polkit allows %s from uid %u (%.3f s)", member, (unsigned) q->uid, waited);
                         r = q->cont(q->request, q->userdata, &error);
                 } else {
-                        mc_log_debug("polkit denies %s from uid %u%s", member, (unsigned) q->uid,
-                                     challenge ? " unless authenticated" : "");
+                        mc_log_idf(
+                                LOG_DEBUG, MC_MESSAGE_AUTH_DENIED,
+                                (MC_LOG_STR("MEMCOORD_METHOD", member), MC_LOG_U64("MEMCOORD_UID", q->uid)),
+                                "polkit denies %s from uid %u%s", member, (unsigned) q->uid,
+                                challenge ? " unless authenticated" : "");
                         r = deny(&error, member,
                                  challenge && !q->interactive
                                          ? "authentication is required: allow interactive authorization"
@@ -129,8 +143,10 @@ static int ask_polkit(sd_bus_message *m, uid_t uid, McAuthContinuation cont, voi
         if (!sender)
                 return deny(error, member, "the caller has no bus name");
         if (pending.length >= MC_AUTH_MAX_PENDING) {
-                mc_log_warning("%u authorization checks pending: %s from uid %u denied", pending.length,
-                               member, (unsigned) uid);
+                mc_log_idf(LOG_WARNING, MC_MESSAGE_AUTH_OVERLOAD,
+                           (MC_LOG_STR("MEMCOORD_METHOD", member), MC_LOG_U64("MEMCOORD_UID", uid)),
+                           "%u authorization checks pending: %s from uid %u denied", pending.length, member,
+                           (unsigned) uid);
                 return deny(error, member, "too many authorization checks pending");
         }
 
@@ -156,7 +172,8 @@ static int ask_polkit(sd_bus_message *m, uid_t uid, McAuthContinuation cont, voi
                                           : MC_AUTH_POLKIT_TIMEOUT_USEC);
         if (r < 0) {
                 query_free(q);
-                mc_log_debug("Cannot ask polkit about %s: %s", member, strerror(-r));
+                mc_log_id(LOG_DEBUG, MC_MESSAGE_POLKIT_FAILED, "Cannot ask polkit about %s: %s", member,
+                          strerror(-r));
                 return deny(error, member, "polkit could not be asked");
         }
         g_queue_push_tail(&pending, q);

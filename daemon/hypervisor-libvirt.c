@@ -462,8 +462,9 @@ static int libvirt_connect(McHypervisor *h)
                 virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
                                                  VIR_DOMAIN_EVENT_CALLBACK(on_metadata_change), h, NULL);
         if (l->metadata_id < 0) {
-                mc_log_info("No metadata change events from %s: guests' settings are read when they appear",
-                            h->uri);
+                mc_log_id(LOG_INFO, MC_MESSAGE_METADATA_EVENTS_UNSUPPORTED,
+                          "No metadata change events from %s: guests' settings are read when they appear",
+                          h->uri);
                 virResetLastError();
         }
         return 0;
@@ -622,8 +623,9 @@ static void read_meta(McHypervisor *h, KnownDomain *k, const char *name)
         if (!xml) {
                 virErrorPtr e = virGetLastError();
                 if (e && e->code != VIR_ERR_NO_DOMAIN_METADATA)
-                        mc_log_warning("%s: failed to read memcoord's metadata: %s", name,
-                                       e->message ? e->message : "unknown error");
+                        mc_log_id(LOG_WARNING, MC_MESSAGE_METADATA_IGNORED,
+                                  "%s: failed to read memcoord's metadata: %s", name,
+                                  e->message ? e->message : "unknown error");
                 virResetLastError();
                 meta.min_kib = meta.max_kib = 0;
                 meta.weight = 0;
@@ -633,7 +635,8 @@ static void read_meta(McHypervisor *h, KnownDomain *k, const char *name)
         }
         if (mc_libvirt_parse_meta(xml, &meta, &why) < 0) {
                 /* Said once per change: a bad element counts as none. */
-                mc_log_warning("%s: ignoring memcoord's metadata %s: %s", name, xml, why);
+                mc_log_id(LOG_WARNING, MC_MESSAGE_METADATA_IGNORED,
+                          "%s: ignoring memcoord's metadata %s: %s", name, xml, why);
                 meta.min_kib = meta.max_kib = 0;
                 meta.weight = 0;
                 meta.excluded = -1;
@@ -676,7 +679,10 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
                 /* The test driver's bulk records carry no balloon fields at all: ask per guest
                  * (it answers at once; QEMU's records always carry balloon.current). */
                 if (read_domain_stats(h, dom, st) < 0)
-                        mc_log_debug("%s: %s", st->name, h->error);
+                        mc_log_idf(
+                                LOG_DEBUG, MC_MESSAGE_COLLECT_FAILED,
+                                (MC_LOG_DOMAIN(st->name, st->uuid), MC_LOG_STR("MEMCOORD_ERROR", h->error)),
+                                "%s: %s", st->name, h->error);
         } else if (!st->has_balloon && domain_busy(h, dom)) {
                 st->busy = true;
                 return;
@@ -693,7 +699,10 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
                 h->calls.other_calls++;
                 if (virDomainSetMemoryStatsPeriod(dom, (int) stats_period_sec, VIR_DOMAIN_AFFECT_LIVE) < 0) {
                         (void) translate_error(h, "Failed to enable balloon stats");
-                        mc_log_info("%s: %s", st->name, h->error);
+                        mc_log_idf(
+                                LOG_INFO, MC_MESSAGE_STATS_PERIOD_FAILED,
+                                (MC_LOG_DOMAIN(st->name, st->uuid), MC_LOG_STR("MEMCOORD_ERROR", h->error)),
+                                "%s: %s", st->name, h->error);
                 }
         }
 }

@@ -48,7 +48,7 @@ int mc_hypervisor_new(sd_event *e, const char *uri, const McHypervisorCallbacks 
         r = h->ops->init(h);
         if (r < 0) {
                 /* The message outlives h for the caller's error line. */
-                mc_log_error("%s", h->error);
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "%s", h->error);
                 mc_hypervisor_free(h);
                 return r;
         }
@@ -87,9 +87,12 @@ static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata)
         McHypervisor *h = userdata;
 
         if (mc_hypervisor_connect(h) < 0)
-                mc_log_debug("%s; retrying", h->error);
+                mc_log_idf(LOG_DEBUG, MC_MESSAGE_CONNECT_FAILED,
+                           (MC_LOG_STR("MEMCOORD_URI", h->uri), MC_LOG_STR("MEMCOORD_ERROR", h->error)),
+                           "%s; retrying", h->error);
         else
-                mc_log_info("Connected to %s", h->uri);
+                mc_log_idf(LOG_INFO, MC_MESSAGE_CONNECTED, (MC_LOG_STR("MEMCOORD_URI", h->uri)),
+                           "Connected to %s", h->uri);
         return 0;
 }
 
@@ -101,7 +104,7 @@ static void schedule_reconnect(McHypervisor *h)
         h->reconnect_source = sd_event_source_disable_unref(h->reconnect_source);
         if (sd_event_add_time(h->event, &h->reconnect_source, CLOCK_MONOTONIC, now + h->backoff_usec, 0,
                               on_reconnect_timer, h) < 0)
-                mc_log_error("Failed to arm the reconnect timer");
+                mc_log_id(LOG_ERR, MC_MESSAGE_INTERNAL_ERROR, "Failed to arm the reconnect timer");
         h->backoff_usec = MIN(h->backoff_usec * 2, BACKOFF_MAX_USEC);
 }
 
@@ -125,7 +128,8 @@ static void schedule_notify(McHypervisor *h)
                 return;
         if (!h->notify_source) {
                 if (sd_event_add_defer(h->event, &h->notify_source, on_notify, h) < 0) {
-                        mc_log_error("Failed to queue the connection notice");
+                        mc_log_id(LOG_ERR, MC_MESSAGE_INTERNAL_ERROR,
+                                  "Failed to queue the connection notice");
                         return;
                 }
         }
@@ -146,7 +150,8 @@ void mc_hypervisor_lost(McHypervisor *h)
         if (!h->connected)
                 return;
         h->connected = false;
-        mc_log_warning("Lost the connection to %s; reconnecting", h->uri);
+        mc_log_idf(LOG_WARNING, MC_MESSAGE_CONNECTION_LOST, (MC_LOG_STR("MEMCOORD_URI", h->uri)),
+                   "Lost the connection to %s; reconnecting", h->uri);
         schedule_notify(h);
         schedule_reconnect(h);
 }

@@ -131,7 +131,8 @@ static int parse_args(int argc, char **argv, Args *a)
         }
         if (a->sim_speed != 0 && (!(a->sim_speed >= 0.01 && a->sim_speed <= 1000) || !a->uri ||
                                   !g_str_has_prefix(a->uri, "sim:"))) {
-                fprintf(stderr, "memcoordd: --sim-speed: a number from 0.01 to 1000, with --connect sim:FILE\n");
+                fprintf(stderr,
+                        "memcoordd: --sim-speed: a number from 0.01 to 1000, with --connect sim:FILE\n");
                 return -EINVAL;
         }
         if (a->bus && !g_str_equal(a->bus, "system") && !g_str_equal(a->bus, "session") &&
@@ -173,12 +174,15 @@ static void set_state_aside(const char *state_path, const GError *why)
         g_autofree char *stamp = g_date_time_format(now, "%Y%m%dT%H%M%SZ");
         g_autofree char *aside = g_strdup_printf("%s.bad-%s", state_path, stamp);
 
-        mc_log_error("Ignoring the saved settings, they do not load: %s", why->message);
+        mc_log_id(LOG_ERR, MC_MESSAGE_STATE_SET_ASIDE, "Ignoring the saved settings, they do not load: %s",
+                  why->message);
         if (rename(state_path, aside) < 0)
-                mc_log_error("Cannot move %s aside to %s (%m): it will be replaced at the next change",
-                             state_path, aside);
+                mc_log_id(LOG_ERR, MC_MESSAGE_STATE_SET_ASIDE,
+                          "Cannot move %s aside to %s (%m): it will be replaced at the next change",
+                          state_path, aside);
         else
-                mc_log_warning("Moved %s to %s; starting on the config file alone", state_path, aside);
+                mc_log_id(LOG_WARNING, MC_MESSAGE_STATE_SET_ASIDE,
+                          "Moved %s to %s; starting on the config file alone", state_path, aside);
 }
 
 /* Config file, then the state file on top, then the command line. */
@@ -190,7 +194,7 @@ static McConfig *load_config(const Args *a, const char *state_path, const McConf
 
         if (a->config_path || g_file_test(path, G_FILE_TEST_EXISTS))
                 if (!mc_config_load_file(c, path, &error)) {
-                        fprintf(stderr, "memcoordd: %s\n", error->message);
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "%s", error->message);
                         return NULL;
                 }
         if (state_path && g_file_test(state_path, G_FILE_TEST_EXISTS))
@@ -214,13 +218,15 @@ static int setup_metrics(const Args *a, sd_event *event, McManager *manager, McM
 
         n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
-                mc_log_warning("Ignoring the sockets passed by systemd: %s", strerror(-n));
+                mc_log_id(LOG_WARNING, MC_MESSAGE_METRICS_FAILED,
+                          "Ignoring the sockets passed by systemd: %s", strerror(-n));
         for (int i = 0; i < MAX(n, 0); i++) {
                 int fd = SD_LISTEN_FDS_START + i;
                 if (!names || !g_str_equal(names[i], "metrics") ||
                     sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
-                        mc_log_warning("Ignoring passed socket %d (%s): not the metrics socket", fd,
-                                       names ? names[i] : "unnamed");
+                        mc_log_id(LOG_WARNING, MC_MESSAGE_METRICS_FAILED,
+                                  "Ignoring passed socket %d (%s): not the metrics socket", fd,
+                                  names ? names[i] : "unnamed");
                         (void) close(fd);
                         continue;
                 }
@@ -255,7 +261,8 @@ static int setup_metrics(const Args *a, sd_event *event, McManager *manager, McM
                 served++;
         }
         if (served > 0)
-                mc_log_info("Serving metrics over HTTP on %d socket%s", served, served > 1 ? "s" : "");
+                mc_log_id(LOG_INFO, MC_MESSAGE_METRICS_SERVING, "Serving metrics over HTTP on %d socket%s",
+                          served, served > 1 ? "s" : "");
 
         const char *file = a->metrics_file ? a->metrics_file : manager->config->metrics_file;
         if (file && file[0]) {
@@ -266,7 +273,7 @@ static int setup_metrics(const Args *a, sd_event *event, McManager *manager, McM
                         fprintf(stderr, "memcoordd: Failed to set up the metrics file: %s\n", strerror(-r));
                         goto fail;
                 }
-                mc_log_info("Writing metrics to %s", file);
+                mc_log_id(LOG_INFO, MC_MESSAGE_METRICS_SERVING, "Writing metrics to %s", file);
         }
         *ret = x;
         return 0;
@@ -279,7 +286,7 @@ fail:
 
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
-        mc_log_info("Stopping on signal %u", si->ssi_signo);
+        mc_log_id(LOG_INFO, MC_MESSAGE_STOPPING, "Stopping on signal %u", si->ssi_signo);
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
@@ -288,7 +295,8 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         g_autoptr(GError) error = NULL;
 
         if (mc_manager_reload(userdata, &error) < 0)
-                mc_log_error("Reload failed, keeping the old settings: %s", error->message);
+                mc_log_idf(LOG_ERR, MC_MESSAGE_RELOAD_FAILED, (MC_LOG_STR("MEMCOORD_ERROR", error->message)),
+                           "Reload failed, keeping the old settings: %s", error->message);
         return 0;
 }
 
@@ -339,49 +347,54 @@ static int run(int argc, char **argv)
         r = sd_event_default(&event);
         if (r < 0) {
                 mc_config_free(config);
-                fprintf(stderr, "memcoordd: Failed to create the event loop: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to create the event loop: %s",
+                          strerror(-r));
                 return EXIT_FAILURE;
         }
         r = mc_libvirt_event_register(event);
         if (r < 0) {
                 mc_config_free(config);
-                fprintf(stderr, "memcoordd: Failed to hook libvirt's events: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to hook libvirt's events: %s",
+                          strerror(-r));
                 return EXIT_FAILURE;
         }
 
         r = mc_manager_new(event, config, args.config_path ? args.config_path : MC_DEFAULT_CONFIG_FILE,
                            state_path, &manager);
         if (r < 0) {
-                fprintf(stderr, "memcoordd: Failed to set up: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to set up: %s", strerror(-r));
                 goto finish_fail;
         }
         mc_manager_set_overrides(manager, &overrides);
         if (args.sim_speed > 0)
                 manager->hypervisor->speed = args.sim_speed;
         if (state_path && g_mkdir_with_parents(state_dir, 0755) < 0)
-                mc_log_warning("Cannot create %s (%m): settings changed over the bus will not persist",
-                               state_dir);
+                mc_log_id(LOG_WARNING, MC_MESSAGE_STATE_DIR_FAILED,
+                          "Cannot create %s (%m): settings changed over the bus will not persist",
+                          state_dir);
 
         if (kind != BUS_NONE) {
                 r = kind == BUS_SYSTEM ? sd_bus_open_system(&bus) : sd_bus_open_user(&bus);
                 if (r < 0) {
-                        fprintf(stderr, "memcoordd: Failed to connect to the %s bus: %s\n",
-                                kind == BUS_SYSTEM ? "system" : "session", strerror(-r));
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to connect to the %s bus: %s",
+                                  kind == BUS_SYSTEM ? "system" : "session", strerror(-r));
                         goto finish_fail;
                 }
                 r = mc_bus_new(bus, manager, &mcbus);
                 if (r == -EEXIST || r == -EALREADY) {
-                        fprintf(stderr, "memcoordd: %s is already owned: another memcoordd is running\n",
-                                MC_BUS_NAME);
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED,
+                                  "%s is already owned: another memcoordd is running", MC_BUS_NAME);
                         goto finish_fail;
                 }
                 if (r < 0) {
-                        fprintf(stderr, "memcoordd: Failed to publish %s: %s\n", MC_BUS_NAME, strerror(-r));
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to publish %s: %s",
+                                  MC_BUS_NAME, strerror(-r));
                         goto finish_fail;
                 }
                 r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
                 if (r < 0) {
-                        fprintf(stderr, "memcoordd: Failed to attach the bus: %s\n", strerror(-r));
+                        mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to attach the bus: %s",
+                                  strerror(-r));
                         goto finish_fail;
                 }
         }
@@ -396,17 +409,18 @@ static int run(int argc, char **argv)
 
         r = mc_manager_start(manager);
         if (r < 0) {
-                fprintf(stderr, "memcoordd: Failed to start: %s\n", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_STARTUP_FAILED, "Failed to start: %s", strerror(-r));
                 goto finish_fail;
         }
-        mc_log_info("Started (interval %.1f s, %s%s)", (double) manager->config->interval_usec / 1e6,
-                    manager->config->uri, manager->config->dry_run ? ", dry run" : "");
+        mc_log_idf(LOG_INFO, MC_MESSAGE_STARTED, (MC_LOG_STR("MEMCOORD_URI", manager->config->uri)),
+                   "Started (interval %.1f s, %s%s)", (double) manager->config->interval_usec / 1e6,
+                   manager->config->uri, manager->config->dry_run ? ", dry run" : "");
         (void) sd_notify(false, "READY=1\nSTATUS=Coordinating guest memory");
 
         r = sd_event_loop(event);
         (void) sd_notify(false, "STOPPING=1");
         if (r < 0) {
-                mc_log_error("Event loop failed: %s", strerror(-r));
+                mc_log_id(LOG_ERR, MC_MESSAGE_INTERNAL_ERROR, "Event loop failed: %s", strerror(-r));
                 exit_code = EXIT_FAILURE;
         } else
                 exit_code = r;

@@ -94,7 +94,8 @@ static McGuest *add_guest(McManager *m, const char *uuid, const char *name)
         g->meta = MC_GUEST_META_NONE;
         (void) apply_config_limits(m, g);
         g_hash_table_insert(m->guests, g->uuid, g);
-        mc_log_info("%s: now watched", g->name);
+        mc_log_idf(LOG_INFO, MC_MESSAGE_GUEST_APPEARED, (MC_LOG_DOMAIN(g->name, g->uuid)), "%s: now watched",
+                   g->name);
         if (m->listener.guest_added)
                 m->listener.guest_added(m->listener_userdata, g);
         return g;
@@ -102,7 +103,7 @@ static McGuest *add_guest(McManager *m, const char *uuid, const char *name)
 
 static void remove_guest(McManager *m, McGuest *g)
 {
-        mc_log_info("%s: gone", g->name);
+        mc_log_idf(LOG_INFO, MC_MESSAGE_GUEST_GONE, (MC_LOG_DOMAIN(g->name, g->uuid)), "%s: gone", g->name);
         if (m->listener.guest_removed)
                 m->listener.guest_removed(m->listener_userdata, g);
         g_hash_table_remove(m->guests, g->uuid);
@@ -259,17 +260,31 @@ McGuestLimits mc_manager_guest_limits(const McManager *m, const McGuest *g)
         return mc_guest_limits(m->config->policy.default_min_kib, g);
 }
 
+/* The journal's MESSAGE_ID of "left alone", by cause. */
+static const char *const skip_message_ids[_MC_GUEST_STATUS_MAX] = {
+        [MC_GUEST_NO_BALLOON] = MC_MESSAGE_SKIP_NO_BALLOON, [MC_GUEST_STALE] = MC_MESSAGE_SKIP_STALE,
+        [MC_GUEST_EXCLUDED] = MC_MESSAGE_SKIP_EXCLUDED,     [MC_GUEST_BUSY] = MC_MESSAGE_SKIP_BUSY,
+        [MC_GUEST_STUCK] = MC_MESSAGE_BALLOON_STUCK,
+};
+
 static void log_status(const McGuest *g)
 {
+        const char *status = mc_guest_status_to_string(g->status);
+
         switch (g->status) {
         case MC_GUEST_MANAGED:
                 break;
         case MC_GUEST_STUCK:
-                mc_log_info("%s: balloon does not follow its targets (%llu MiB); left alone for a while",
-                            g->name, (unsigned long long) g->actual_kib / 1024);
+                mc_log_idf(LOG_INFO, skip_message_ids[g->status],
+                           (MC_LOG_DOMAIN(g->name, g->uuid), MC_LOG_STR("MEMCOORD_REASON", status),
+                            MC_LOG_U64("MEMCOORD_FROM_KIB", g->actual_kib)),
+                           "%s: balloon does not follow its targets (%llu MiB); left alone for a while",
+                           g->name, (unsigned long long) g->actual_kib / 1024);
                 break;
         default:
-                mc_log_info("%s: %s, left alone", g->name, mc_guest_status_to_string(g->status));
+                mc_log_idf(LOG_INFO, skip_message_ids[g->status],
+                           (MC_LOG_DOMAIN(g->name, g->uuid), MC_LOG_STR("MEMCOORD_REASON", status)),
+                           "%s: %s, left alone", g->name, status);
         }
 }
 
@@ -285,8 +300,10 @@ static void observe(McManager *m, McGuest *g, const McReading *r, const McObserv
         if (changes & MC_GUEST_CHANGED_STATUS)
                 log_status(g);
         if (changes & MC_GUEST_MOVED_BY_GUEST)
-                mc_log_info("%s: balloon grew to %llu MiB without us; taken as it is", g->name,
-                            (unsigned long long) g->actual_kib / 1024);
+                mc_log_idf(LOG_INFO, MC_MESSAGE_BALLOON_MOVED_BY_GUEST,
+                           (MC_LOG_DOMAIN(g->name, g->uuid), MC_LOG_U64("MEMCOORD_TO_KIB", g->actual_kib)),
+                           "%s: balloon grew to %llu MiB without us; taken as it is", g->name,
+                           (unsigned long long) g->actual_kib / 1024);
         notify_guest(m, g,
                      changes & (MC_GUEST_CHANGED_STATUS | MC_GUEST_CHANGED_NAME | MC_GUEST_CHANGED_MAX |
                                 MC_GUEST_CHANGED_LIMITS));
@@ -311,7 +328,12 @@ static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint6
         }
         r = mc_hypervisor_set_target(m->hypervisor, g->uuid, dec->to_kib);
         if (r < 0) {
-                mc_log_warning("%s: %s", g->name, mc_hypervisor_error(m->hypervisor));
+                mc_log_idf(LOG_WARNING, MC_MESSAGE_BALLOON_FAILED,
+                           (MC_LOG_DOMAIN(g->name, g->uuid), MC_LOG_U64("MEMCOORD_FROM_KIB", from),
+                            MC_LOG_U64("MEMCOORD_TO_KIB", dec->to_kib),
+                            MC_LOG_STR("MEMCOORD_REASON", reason),
+                            MC_LOG_STR("MEMCOORD_ERROR", mc_hypervisor_error(m->hypervisor))),
+                           "%s: %s", g->name, mc_hypervisor_error(m->hypervisor));
                 if (r == -ENOTCONN || !mc_hypervisor_is_connected(m->hypervisor))
                         return -ENOTCONN;
                 mc_guest_target_failed(g, now_mono);
@@ -330,12 +352,14 @@ static void log_short(const McManager *m, const McGuest *g, uint64_t short_kib, 
 {
         if (short_kib == 0 || g->short_kib > 0)
                 return; /* said once, when it starts */
-        mc_log_warning("%s: short of %llu MiB: %s (weight %u)", g->name,
-                       (unsigned long long) (short_kib + 1023) / 1024,
-                       m->config->policy.host_budget_kib > 0 && sum->host_available_kib == 0
-                               ? "the host budget is spent"
-                               : "the host has not enough free memory above its threshold",
-                       mc_manager_guest_limits(m, g).weight);
+        mc_log_idf(LOG_WARNING, MC_MESSAGE_GUEST_SHORT,
+                   (MC_LOG_DOMAIN(g->name, g->uuid), MC_LOG_U64("MEMCOORD_SHORT_KIB", short_kib)),
+                   "%s: short of %llu MiB: %s (weight %u)", g->name,
+                   (unsigned long long) (short_kib + 1023) / 1024,
+                   m->config->policy.host_budget_kib > 0 && sum->host_available_kib == 0
+                           ? "the host budget is spent"
+                           : "the host has not enough free memory above its threshold",
+                   mc_manager_guest_limits(m, g).weight);
 }
 
 /* Collect and observe: every guest the hypervisor lists, and none it no longer does. */
@@ -352,7 +376,9 @@ static int read_guests(McManager *m, McObserveContext *ctx)
         unsigned interval_sec = (unsigned) MAX(m->config->interval_usec / MC_USEC_PER_SEC, 1);
         r = mc_hypervisor_collect(m->hypervisor, interval_sec, &readings, &n_readings);
         if (r < 0) {
-                mc_log_warning("%s", mc_hypervisor_error(m->hypervisor));
+                mc_log_idf(LOG_WARNING, MC_MESSAGE_COLLECT_FAILED,
+                           (MC_LOG_STR("MEMCOORD_ERROR", mc_hypervisor_error(m->hypervisor))), "%s",
+                           mc_hypervisor_error(m->hypervisor));
                 return r;
         }
 
@@ -406,7 +432,9 @@ static int run_tick(McManager *m)
         r = mc_hypervisor_host_memory(m->hypervisor, &host);
         if (r < 0) {
                 /* Without the host figure nothing can be granted safely: skip the tick. */
-                mc_log_warning("Failed to read host memory: %s", mc_hypervisor_error(m->hypervisor));
+                mc_log_idf(LOG_WARNING, MC_MESSAGE_HOST_MEMORY_FAILED,
+                           (MC_LOG_STR("MEMCOORD_ERROR", mc_hypervisor_error(m->hypervisor))),
+                           "Failed to read host memory: %s", mc_hypervisor_error(m->hypervisor));
                 return r;
         }
         bool host_changed = host.free_kib != m->host.free_kib || host.total_kib != m->host.total_kib;
@@ -519,9 +547,14 @@ int mc_manager_start(McManager *m)
         int r = mc_hypervisor_connect(m->hypervisor);
 
         if (r < 0)
-                mc_log_warning("%s; will retry", mc_hypervisor_error(m->hypervisor));
+                mc_log_idf(LOG_WARNING, MC_MESSAGE_CONNECT_FAILED,
+                           (MC_LOG_STR("MEMCOORD_URI", mc_hypervisor_uri(m->hypervisor)),
+                            MC_LOG_STR("MEMCOORD_ERROR", mc_hypervisor_error(m->hypervisor))),
+                           "%s; will retry", mc_hypervisor_error(m->hypervisor));
         else
-                mc_log_info("Connected to %s", mc_hypervisor_uri(m->hypervisor));
+                mc_log_idf(LOG_INFO, MC_MESSAGE_CONNECTED,
+                           (MC_LOG_STR("MEMCOORD_URI", mc_hypervisor_uri(m->hypervisor))), "Connected to %s",
+                           mc_hypervisor_uri(m->hypervisor));
         return arm_tick_timer(m);
 }
 
@@ -532,7 +565,9 @@ static int persist(McManager *m)
         if (!m->state_path)
                 return 0;
         if (!mc_config_save_state(m->config, m->state_path, &error)) {
-                mc_log_error("Failed to save settings to %s: %s", m->state_path, error->message);
+                mc_log_idf(LOG_ERR, MC_MESSAGE_STATE_SAVE_FAILED,
+                           (MC_LOG_STR("MEMCOORD_ERROR", error->message)),
+                           "Failed to save settings to %s: %s", m->state_path, error->message);
                 return -EIO;
         }
         return 0;
@@ -644,7 +679,8 @@ int mc_manager_set_paused(McManager *m, bool paused)
                 return r;
         }
         m->paused = paused;
-        mc_log_info("%s", paused ? "Paused: no balloon changes until resumed" : "Resumed");
+        mc_log_id(LOG_INFO, paused ? MC_MESSAGE_PAUSED : MC_MESSAGE_RESUMED, "%s",
+                  paused ? "Paused: no balloon changes until resumed" : "Resumed");
         notify_manager(m, MC_MANAGER_CHANGED_STATE);
         return 0;
 }
@@ -694,12 +730,13 @@ static int set_meta(McManager *m, McGuest *g, const McGuestMeta *meta, bool limi
         int r = mc_hypervisor_set_meta(m->hypervisor, g->uuid, meta);
 
         if (r < 0) {
-                mc_log_warning("%s: %s", g->name, mc_hypervisor_error(m->hypervisor));
+                mc_log_id(LOG_WARNING, MC_MESSAGE_METADATA_WRITE_FAILED, "%s: %s", g->name,
+                          mc_hypervisor_error(m->hypervisor));
                 if (why)
                         *why = mc_hypervisor_error(m->hypervisor);
                 return r;
         }
-        mc_log_info("%s: settings stored in its domain XML", g->name);
+        mc_log_id(LOG_INFO, MC_MESSAGE_METADATA_WRITTEN, "%s: settings stored in its domain XML", g->name);
         g->meta.min_kib = meta->min_kib;
         g->meta.max_kib = meta->max_kib;
         g->meta.weight = meta->weight;
@@ -802,7 +839,9 @@ int mc_manager_reload(McManager *m, GError **error)
                 return -EINVAL;
         mc_config_apply_overrides(c, &m->overrides);
         if (!g_str_equal(c->uri, m->config->uri))
-                mc_log_warning("URI changes take effect at restart; still using %s", m->config->uri);
+                mc_log_idf(LOG_WARNING, MC_MESSAGE_URI_CHANGE_IGNORED,
+                           (MC_LOG_STR("MEMCOORD_URI", m->config->uri)),
+                           "URI changes take effect at restart; still using %s", m->config->uri);
         g_free(c->uri);
         c->uri = g_strdup(m->config->uri);
         /* A reload re-reads settings; it neither pauses nor resumes. */
@@ -815,7 +854,7 @@ int mc_manager_reload(McManager *m, GError **error)
         mc_config_free(old);
         if (interval_changed && m->tick_source)
                 (void) arm_tick_timer(m);
-        mc_log_info("Settings reloaded");
+        mc_log_id(LOG_INFO, MC_MESSAGE_RELOADED, "Settings reloaded");
         notify_manager(m, MC_MANAGER_CHANGED_SETTINGS);
 
         g_autofree McGuest **list = NULL;

@@ -287,7 +287,8 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (cfd < 0) {
                 if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                        mc_log_warning("Metrics endpoint: accept failed: %m");
+                        mc_log_id(LOG_WARNING, MC_MESSAGE_METRICS_FAILED,
+                                  "Metrics endpoint: accept failed: %m");
                 return 0;
         }
         Client *c = g_new0(Client, 1);
@@ -302,7 +303,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 r = sd_event_add_time(x->event, &c->timeout, CLOCK_MONOTONIC, now + CLIENT_TIMEOUT_USEC, 0,
                                       on_client_timeout, c);
         if (r < 0) {
-                mc_log_warning("Metrics endpoint: %s", strerror(-r));
+                mc_log_id(LOG_WARNING, MC_MESSAGE_METRICS_FAILED, "Metrics endpoint: %s", strerror(-r));
                 client_free(c);
         }
         return 0;
@@ -318,7 +319,8 @@ static int write_file(McMetricsExport *x)
         /* Write to a temporary file and rename over: node_exporter never reads half a file.
          * g_file_set_contents() does exactly that, in the same directory. */
         if (!g_file_set_contents(x->file_path, text, -1, &error)) {
-                mc_log_warning("Failed to write metrics to %s: %s", x->file_path, error->message);
+                mc_log_id(LOG_WARNING, MC_MESSAGE_METRICS_FAILED, "Failed to write metrics to %s: %s",
+                          x->file_path, error->message);
                 return -EIO;
         }
         (void) chmod(x->file_path, 0644);
