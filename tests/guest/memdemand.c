@@ -19,12 +19,28 @@
  *                                           for going down as well as up
  *             | "jump"  ":" SIZE            move to SIZE at once
  *             | "free"                      release everything at once
+ *             | "cache" ":" SIZE [ ":" SECS ]  read SIZE more MiB of the disk
+ *                                           (/dev/vda, or $MEMDEMAND_DISK) into
+ *                                           the page cache, evenly over SECS
+ *                                           (without SECS: as fast as it can);
+ *                                           anonymous memory stays as it is
+ *             | "uncache"                   close the disk (the kernel drops a
+ *                                           block device's cache on its last
+ *                                           close)
  *   SIZE     := [ "+" | "-" ] DIGITS [ "M" | "G" ]
  *               MiB by default ("G" = GiB). A plain SIZE is the absolute
  *               amount to hold; "+N" / "-N" are relative to what the step
  *               starts from (the target of the previous step).
  *   SECS     := DIGITS [ "." DIGITS ]       seconds
  *   idle/hold without SECS last forever (and must be the last step).
+ *
+ *   The disk is opened by the first cache step and stays open until
+ *   "uncache" or the end of the program: the page cache of a block device
+ *   lives only while someone holds it open. Reads go on from where the last
+ *   one stopped and wrap at the end of the device, so a SIZE larger than the
+ *   guest's memory keeps the cache full and churning (least recently read
+ *   pages evicted first). The SIZE of a cache step is always "more", never
+ *   absolute; "+" and "-" are not accepted there.
  *
  *   Example: memdemand=idle:20,ramp:400:40,hold:30,free,idle:60
  *   waits 20 s, grows to 400 MiB over 40 s, holds 30 s, frees it all and
@@ -43,7 +59,9 @@
  *   memdemand: schedule <text>                 once, the parsed schedule
  *   memdemand: ready                           once, at t=0
  *   memdemand: step N <text> t=T               when step N starts
- *   memdemand t=T held_mib=M phase=P           once per second
+ *   memdemand t=T held_mib=M phase=P cache_mib=C  once per second; C is
+ *                                              what cache steps read since
+ *                                              the disk was opened
  *   memdemand: done                            when the schedule has ended;
  *                                              the program then exits, which
  *                                              releases what it still holds
@@ -68,11 +86,12 @@
 #define MAX_MIB (1024L * 1024L) /* 1 TiB: a sanity cap on sizes */
 #define TICK_NS 50000000L       /* 50 ms between adjustments */
 
-enum kind { K_IDLE, K_HOLD, K_RAMP, K_TO, K_JUMP, K_FREE };
+enum kind { K_IDLE, K_HOLD, K_RAMP, K_TO, K_JUMP, K_FREE, K_CACHE, K_UNCACHE };
 
 static const char *const kind_names[] = {
 	[K_IDLE] = "idle", [K_HOLD] = "hold", [K_RAMP] = "ramp",
 	[K_TO] = "to",     [K_JUMP] = "jump", [K_FREE] = "free",
+	[K_CACHE] = "cache", [K_UNCACHE] = "uncache",
 };
 
 struct step {
@@ -84,6 +103,8 @@ struct step {
 	double start;    /* start time on the timeline */
 	long from_mib;   /* target at the start of the step */
 	long to_mib;     /* target at the end of the step */
+	long cache_from; /* cache steps: MiB read from the disk when it starts */
+	long cache_to;   /* ... and when it ends */
 };
 
 static struct step steps[MAX_STEPS];
@@ -92,6 +113,13 @@ static int nsteps;
 static void **chunks;
 static long nchunks, chunk_cap;
 static long page_size;
+
+/* The disk that cache steps read (opened by the first one). */
+static int disk_fd = -1;
+static long disk_mib;      /* its size, whole MiB */
+static long disk_read_mib; /* read since it was opened */
+static long disk_missed;   /* MiB the schedule wanted while no disk could be read */
+static char *disk_buf;
 
 static double now_s(void)
 {
@@ -204,6 +232,15 @@ static void parse_schedule(char *sched)
 			st->kind = K_FREE;
 			if (n != 1)
 				die_schedule("expected free", orig);
+		} else if (!strcmp(f[0], "cache")) {
+			st->kind = K_CACHE;
+			if (n < 2 || parse_size(f[1], &st->size_mib, &st->relative) < 0 || st->relative ||
+			    (n == 3 && parse_secs(f[2], &st->secs) < 0))
+				die_schedule("expected cache:SIZE[:SECS]", orig);
+		} else if (!strcmp(f[0], "uncache")) {
+			st->kind = K_UNCACHE;
+			if (n != 1)
+				die_schedule("expected uncache", orig);
 		} else if (f[0][0] == '\0' && n == 1) {
 			continue; /* tolerate empty steps: "a,,b" or a trailing comma */
 		} else {
@@ -217,7 +254,7 @@ static void parse_schedule(char *sched)
 static void plan(void)
 {
 	double t = 0;
-	long cur = 0;
+	long cur = 0, cached = 0;
 	int i;
 
 	for (i = 0; i < nsteps; i++) {
@@ -228,6 +265,7 @@ static void plan(void)
 				     kind_names[st->kind]);
 		st->start = t;
 		st->from_mib = cur;
+		st->cache_from = cached;
 		switch (st->kind) {
 		case K_IDLE:
 		case K_HOLD:
@@ -246,7 +284,17 @@ static void plan(void)
 			st->to_mib = 0;
 			st->secs = 0;
 			break;
+		case K_CACHE:
+			st->to_mib = cur;
+			cached += st->size_mib;
+			break;
+		case K_UNCACHE:
+			st->to_mib = cur;
+			st->secs = 0;
+			cached = 0;
+			break;
 		}
+		st->cache_to = cached;
 		cur = st->to_mib;
 		if (st->secs > 0)
 			t += st->secs;
@@ -273,7 +321,87 @@ static void format_step(const struct step *st, char *buf, size_t len)
 	case K_FREE:
 		snprintf(buf, len, "free");
 		break;
+	case K_CACHE:
+		if (st->secs > 0)
+			snprintf(buf, len, "cache:%ld:%g", st->size_mib, st->secs);
+		else
+			snprintf(buf, len, "cache:%ld", st->size_mib);
+		break;
+	case K_UNCACHE:
+		snprintf(buf, len, "uncache");
+		break;
 	}
+}
+
+/* MiB the cache steps should have read by timeline time t. */
+static long step_cache_target(const struct step *st, double t)
+{
+	double frac;
+
+	if (st->kind != K_CACHE || st->secs <= 0)
+		return st->cache_to;
+	frac = (t - st->start) / st->secs;
+	if (frac >= 1)
+		return st->cache_to;
+	if (frac <= 0)
+		return st->cache_from;
+	return st->cache_from + (long)((double)(st->cache_to - st->cache_from) * frac);
+}
+
+static int disk_open(void)
+{
+	const char *path = getenv("MEMDEMAND_DISK");
+	off_t end;
+
+	if (!path || !*path)
+		path = "/dev/vda";
+	disk_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (disk_fd < 0)
+		return -errno;
+	end = lseek(disk_fd, 0, SEEK_END);
+	disk_mib = end > 0 ? (long)(end / (off_t)CHUNK_BYTES) : 0;
+	if (disk_mib == 0) {
+		close(disk_fd);
+		disk_fd = -1;
+		return -ENOSPC;
+	}
+	if (!disk_buf && !(disk_buf = malloc(CHUNK_BYTES))) {
+		close(disk_fd);
+		disk_fd = -1;
+		return -ENOMEM;
+	}
+	disk_read_mib = 0;
+	return 0;
+}
+
+static void disk_close(void)
+{
+	if (disk_fd >= 0)
+		close(disk_fd);
+	disk_fd = -1;
+	disk_read_mib = 0;
+	disk_missed = 0;
+}
+
+/* Read the next MiB of the disk (wrapping at its end) into the page cache. */
+static int cache_one(void)
+{
+	off_t off = (off_t)(disk_read_mib % disk_mib) * (off_t)CHUNK_BYTES;
+	size_t got = 0;
+
+	while (got < CHUNK_BYTES) {
+		ssize_t n = pread(disk_fd, disk_buf + got, CHUNK_BYTES - got, off + (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	disk_read_mib++;
+	return 0;
 }
 
 /* Target in MiB for step st at timeline time t (t >= st->start). */
@@ -365,7 +493,7 @@ static char *schedule_from_cmdline(void)
 int main(int argc, char **argv)
 {
 	char *sched, text[64];
-	double t0, next_report = 0, t = 0, last_fail = -10;
+	double t0, next_report = 0, t = 0, last_fail = -10, last_disk_fail = -10;
 	int cur_step = -1, i;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -389,7 +517,7 @@ int main(int argc, char **argv)
 	t0 = now_s();
 	for (;;) {
 		const struct step *st;
-		long target;
+		long target, cache_target;
 		struct timespec ts = { 0, TICK_NS };
 
 		t = now_s() - t0;
@@ -398,11 +526,14 @@ int main(int argc, char **argv)
 			cur_step++;
 			format_step(&steps[cur_step], text, sizeof(text));
 			printf("memdemand: step %d %s t=%.1f\n", cur_step, text, t);
+			if (steps[cur_step].kind == K_UNCACHE)
+				disk_close();
 			if (steps[cur_step].secs != 0)
 				break; /* a step with duration: stay in it */
 		}
 		st = cur_step >= 0 ? &steps[cur_step] : NULL;
 		target = st ? step_target(st, t) : 0;
+		cache_target = st ? step_cache_target(st, t) : 0;
 
 		/* Move towards the target, reporting on time while we work. */
 		while (nchunks != target) {
@@ -424,21 +555,39 @@ int main(int argc, char **argv)
 				break;
 		}
 
+		/* Then the page cache, reporting on time as well. */
+		if (disk_read_mib + disk_missed < cache_target && nchunks == target) {
+			int r = disk_fd >= 0 ? 0 : disk_open();
+
+			while (r == 0 && disk_read_mib + disk_missed < cache_target && now_s() - t0 < next_report)
+				r = cache_one();
+			if (r < 0) {
+				if (now_s() - last_disk_fail >= 1) {
+					printf("memdemand: disk: %s\n", strerror(-r));
+					last_disk_fail = now_s();
+				}
+				if (disk_fd < 0) /* no disk: skip what cannot be read, do not count it */
+					disk_missed = cache_target - disk_read_mib;
+				nanosleep(&ts, NULL);
+			}
+		}
+
 		t = now_s() - t0;
 		if (t >= next_report) {
-			printf("memdemand t=%ld held_mib=%ld phase=%s\n", (long)t, nchunks,
-			       st ? kind_names[st->kind] : "idle");
+			printf("memdemand t=%ld held_mib=%ld phase=%s cache_mib=%ld\n", (long)t, nchunks,
+			       st ? kind_names[st->kind] : "idle", disk_read_mib);
 			next_report = (double)((long)t + 1);
 		}
 
 		if (nsteps == 0 || (st && st->secs < 0 && nchunks == target)) {
 			/* forever: just keep reporting */
 		} else if (cur_step == nsteps - 1 && nchunks == target &&
+			   disk_read_mib + disk_missed >= cache_target &&
 			   t >= st->start + (st->secs > 0 ? st->secs : 0)) {
 			printf("memdemand: done\n");
 			return 0;
 		}
-		if (nchunks == target)
+		if (nchunks == target && disk_read_mib + disk_missed >= cache_target)
 			nanosleep(&ts, NULL);
 	}
 }
