@@ -330,6 +330,10 @@ class Guests:
 
     def domain_xml(self, g: Guest) -> str:
         cmdline = g.cmdline
+        if g.current_mib < g.max_mib and not g.autodeflate:
+            # memdemand's timeline starts once the balloon is down to current (MemTotal, which
+            # autodeflate keeps at max): on a busy host that inflate takes tens of seconds.
+            cmdline += f" memdemand.settle={g.current_mib}"
         if g.schedule:
             cmdline += f" memdemand={g.schedule}"
         emulator = f"<emulator>{escape(self.emulator)}</emulator>" if self.emulator else ""

@@ -9,6 +9,8 @@
  *   memdemand SCHEDULE         the first argument, if given (handy on a host);
  *   otherwise the `memdemand=SCHEDULE` parameter of /proc/cmdline.
  *   An absent or empty schedule means: idle forever.
+ *   In the guest, `memdemand.settle=MIB` on the command line makes it wait
+ *   until the balloon has brought MemTotal down to MIB before "ready".
  *
  * Grammar:
  *   SCHEDULE := STEP { "," STEP }
@@ -456,13 +458,15 @@ static void shrink_one(void)
 	munmap(chunks[--nchunks], CHUNK_BYTES);
 }
 
-static char *schedule_from_cmdline(void)
+/* The value of parameter KEY= of /proc/cmdline (a copy), or NULL. */
+static char *cmdline_param(const char *key)
 {
-	static char buf[4096];
+	char buf[4096], want[64];
 	ssize_t n;
 	char *p, *end;
 	int fd;
 
+	snprintf(want, sizeof(want), "%s=", key);
 	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
@@ -471,14 +475,14 @@ static char *schedule_from_cmdline(void)
 	if (n <= 0)
 		return NULL;
 	buf[n] = '\0';
-	/* Find "memdemand=" at the start of a parameter. */
-	for (p = buf; (p = strstr(p, "memdemand=")); p++) {
+	/* Find KEY= at the start of a parameter. */
+	for (p = buf; (p = strstr(p, want)); p++) {
 		if (p == buf || p[-1] == ' ' || p[-1] == '\t')
 			break;
 	}
 	if (!p)
 		return NULL;
-	p += strlen("memdemand=");
+	p += strlen(want);
 	if (*p == '"') {
 		p++;
 		end = strchr(p, '"');
@@ -487,7 +491,53 @@ static char *schedule_from_cmdline(void)
 	}
 	if (end)
 		*end = '\0';
-	return p;
+	return strdup(p);
+}
+
+static long meminfo_kib(const char *field)
+{
+	char line[256];
+	size_t len = strlen(field);
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, field, len) && line[len] == ':') {
+			v = strtol(line + len + 1, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+/*
+ * memdemand.settle=MIB: wait (up to 10 minutes) until MemTotal is at most MIB before the
+ * timeline starts. QEMU starts a guest at its max memory and the balloon inflates to the
+ * current size only once the driver runs; on a busy host that takes tens of seconds, and a
+ * schedule that had started meanwhile would be measured against a guest that was not there
+ * yet. (MemTotal does not shrink with autodeflate: such guests are not given the parameter.)
+ */
+static void settle_balloon(void)
+{
+	char *v = cmdline_param("memdemand.settle");
+	double start = now_s(), said = -10;
+	long mib = v ? strtol(v, NULL, 10) : 0, total;
+	struct timespec ts = { 0, 100000000L };
+
+	free(v);
+	if (mib <= 0)
+		return;
+	while ((total = meminfo_kib("MemTotal")) > mib * 1024L && now_s() - start < 600) {
+		if (now_s() - said >= 5) {
+			printf("memdemand: waiting for the balloon: MemTotal %ld MiB > %ld MiB\n", total / 1024, mib);
+			said = now_s();
+		}
+		nanosleep(&ts, NULL);
+	}
+	printf("memdemand: balloon settled in %.1f s (MemTotal %ld MiB)\n", now_s() - start, total / 1024);
 }
 
 int main(int argc, char **argv)
@@ -501,7 +551,7 @@ int main(int argc, char **argv)
 	if (page_size <= 0)
 		page_size = 4096;
 
-	sched = argc > 1 ? strdup(argv[1]) : schedule_from_cmdline();
+	sched = argc > 1 ? strdup(argv[1]) : cmdline_param("memdemand");
 	if (sched)
 		parse_schedule(sched);
 	plan();
@@ -512,6 +562,8 @@ int main(int argc, char **argv)
 		printf("%s%s", i ? "," : " ", text);
 	}
 	printf("%s\n", nsteps ? "" : " (none: idle forever)");
+	if (argc <= 1)
+		settle_balloon();
 	printf("memdemand: ready\n");
 
 	t0 = now_s();
