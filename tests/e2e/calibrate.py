@@ -4,6 +4,7 @@
 point, balloon speed, stats lag and freezes, page cache under the balloon, allocation speed.
 
     calibrate.py --out DIR [--kit DIR] [--work DIR]        # root; ~3 minutes, no memcoordd
+    calibrate.py --freeze tests/e2e/traces/*.csv           # frozen unused in the scenario traces
 
 One guest (`cal-probe`: 512 of 1024 MiB, a 2 GiB sparse disk, stats every second, kernel
 log level 7 so the OOM report with the zone watermarks reaches the console) runs a fixed
@@ -247,13 +248,56 @@ def table(f: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def freeze(paths) -> str:
+    """In scenario traces: after each balloon decision the daemon made, how many fresh guest
+    samples (last_update advanced) kept `unused` exactly as it was while the guest's workload
+    changed what it held (so unused should have moved). Also the same count outside the 6 s
+    after any decision, for comparison."""
+    import collections
+    after, other = collections.Counter(), collections.Counter()
+    for p in paths:
+        with open(os.path.splitext(p)[0] + ".json") as fh:
+            meta = json.load(fh)
+        rows = list(csv.DictReader(open(p)))
+        by = collections.defaultdict(list)
+        for r in rows:
+            if r["unused_kib"] and r["last_update"]:
+                by[r["guest"]].append((float(r["t"]), int(r["unused_kib"]), int(r["last_update"]),
+                                       int(r["held_mib"] or 0)))
+        dec = collections.defaultdict(list)
+        for t, g, a, b, why in meta["decisions"]:
+            dec[g].append(t)
+        for g, ss in by.items():
+            run = 0
+            for (t0, u0, l0, h0), (t1, u1, l1, h1) in zip(ss, ss[1:]):
+                if l1 == l0:
+                    continue
+                frozen = u1 == u0 and abs(h1 - h0) >= 5
+                near = any(0 <= t1 - td <= 6 for td in dec[g])
+                if frozen:
+                    run += 1
+                    continue
+                if run:
+                    (after if near else other)[run] += 1
+                run = 0
+    out = ["| fresh samples with unused unchanged while the workload moved ≥ 5 MiB | runs within 6 s of a "
+           "decision | runs elsewhere |", "|---|---|---|"]
+    for k in sorted(set(after) | set(other)):
+        out.append(f"| {k} | {after[k]} | {other[k]} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     ap.add_argument("--kit", default=os.environ.get("MC_E2E_KIT", E.DEFAULT_KIT))
     ap.add_argument("--work", default=os.environ.get("MC_E2E_WORK", E.DEFAULT_WORK))
     ap.add_argument("--reanalyze", action="store_true")
+    ap.add_argument("--freeze", nargs="+", metavar="TRACE.csv", help="analyse scenario traces instead")
     a = ap.parse_args(argv)
+    if a.freeze:
+        print(freeze(a.freeze))
+        return 0
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     console = os.path.join(out, "console", f"{NAME}.log")
