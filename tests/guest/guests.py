@@ -334,10 +334,13 @@ class Guests:
 
     def domain_xml(self, g: Guest) -> str:
         cmdline = g.cmdline
-        if g.current_mib < g.max_mib and not g.autodeflate:
-            # memdemand's timeline starts once the balloon is down to current (MemTotal, which
-            # autodeflate keeps at max): on a busy host that inflate takes tens of seconds.
+        if g.current_mib < g.max_mib:
+            # memdemand's timeline starts once the balloon is down to current: on a busy host
+            # that inflate takes tens of seconds. (Autodeflate keeps MemTotal at max; memdemand
+            # then counts the balloon's pages from /proc/vmstat.)
             cmdline += f" memdemand.settle={g.current_mib}"
+            if g.autodeflate:
+                cmdline += " memdemand.autodeflate=1"
         if g.schedule:
             cmdline += f" memdemand={g.schedule}"
         emulator = f"<emulator>{escape(self.emulator)}</emulator>" if self.emulator else ""

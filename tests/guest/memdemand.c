@@ -494,17 +494,18 @@ static char *cmdline_param(const char *key)
 	return strdup(p);
 }
 
-static long meminfo_kib(const char *field)
+/* FIELD of /proc/meminfo (KiB) or /proc/vmstat (pages), -1 if absent. */
+static long proc_field(const char *path, const char *field, char sep)
 {
 	char line[256];
 	size_t len = strlen(field);
 	long v = -1;
-	FILE *f = fopen("/proc/meminfo", "re");
+	FILE *f = fopen(path, "re");
 
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, field, len) && line[len] == ':') {
+		if (!strncmp(line, field, len) && line[len] == sep) {
 			v = strtol(line + len + 1, NULL, 10);
 			break;
 		}
@@ -518,26 +519,42 @@ static long meminfo_kib(const char *field)
  * timeline starts. QEMU starts a guest at its max memory and the balloon inflates to the
  * current size only once the driver runs; on a busy host that takes tens of seconds, and a
  * schedule that had started meanwhile would be measured against a guest that was not there
- * yet. (MemTotal does not shrink with autodeflate: such guests are not given the parameter.)
+ * yet. With autodeflate (memdemand.autodeflate=1) the driver leaves MemTotal alone, so the
+ * pages the balloon holds (balloon_inflate - balloon_deflate in /proc/vmstat) are taken off.
  */
 static void settle_balloon(void)
 {
-	char *v = cmdline_param("memdemand.settle");
+	char *v = cmdline_param("memdemand.settle"), *ad = cmdline_param("memdemand.autodeflate");
 	double start = now_s(), said = -10;
 	long mib = v ? strtol(v, NULL, 10) : 0, total;
+	int deflate_on_oom = ad && !strcmp(ad, "1");
 	struct timespec ts = { 0, 100000000L };
 
 	free(v);
+	free(ad);
 	if (mib <= 0)
 		return;
-	while ((total = meminfo_kib("MemTotal")) > mib * 1024L && now_s() - start < 600) {
+	for (;;) {
+		total = proc_field("/proc/meminfo", "MemTotal", ':');
+		if (deflate_on_oom) {
+			long in = proc_field("/proc/vmstat", "balloon_inflate", ' ');
+			long out = proc_field("/proc/vmstat", "balloon_deflate", ' ');
+
+			if (in < 0 || out < 0) {
+				printf("memdemand: no balloon counters in /proc/vmstat: not waiting\n");
+				break;
+			}
+			total -= (in - out) * (page_size / 1024);
+		}
+		if (total <= mib * 1024L || now_s() - start >= 600)
+			break;
 		if (now_s() - said >= 5) {
-			printf("memdemand: waiting for the balloon: MemTotal %ld MiB > %ld MiB\n", total / 1024, mib);
+			printf("memdemand: waiting for the balloon: %ld MiB > %ld MiB\n", total / 1024, mib);
 			said = now_s();
 		}
 		nanosleep(&ts, NULL);
 	}
-	printf("memdemand: balloon settled in %.1f s (MemTotal %ld MiB)\n", now_s() - start, total / 1024);
+	printf("memdemand: balloon settled in %.1f s (%ld MiB)\n", now_s() - start, total / 1024);
 }
 
 int main(int argc, char **argv)
