@@ -272,7 +272,8 @@ def freeze(paths) -> str:
             for (t0, u0, l0, h0), (t1, u1, l1, h1) in zip(ss, ss[1:]):
                 if l1 == l0:
                     continue
-                frozen = u1 == u0 and abs(h1 - h0) >= 5
+                # (at the kernel's watermarks unused is pinned, not frozen: left out)
+                frozen = u1 == u0 and abs(h1 - h0) >= 5 and u0 > 80 * MIB
                 near = any(0 <= t1 - td <= 6 for td in dec[g])
                 if frozen:
                     run += 1
@@ -280,7 +281,7 @@ def freeze(paths) -> str:
                 if run:
                     (after if near else other)[run] += 1
                 run = 0
-    out = ["| fresh samples with unused unchanged while the workload moved ≥ 5 MiB | runs within 6 s of a "
+    out = ["| fresh samples in a row with unused unchanged (above 80 MiB) while the workload moved ≥ 5 MiB | runs within 6 s of a "
            "decision | runs elsewhere |", "|---|---|---|"]
     for k in sorted(set(after) | set(other)):
         out.append(f"| {k} | {after[k]} | {other[k]} |")
