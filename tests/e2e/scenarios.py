@@ -996,11 +996,12 @@ class Analysis:
         usable = S.series(self.rows, c, "usable_kib")
         read = max((v for _, v in self.cached[c]), default=0)
         peak_cache = max((v for t, v in caches if t >= t_cache), default=0)
-        # The premise: the guest reads far more than its free memory, and its cache holds it.
+        # The premise: the guest reads far more than its memory, and its cache fills what it has
+        # (how much that is depends on the policy: a guest kept at its reserve has ~150 MiB).
         self.check(f"{c}: reads more than its memory into its page cache (console, balloon.disk_caches)",
-                   read >= 1000 * MIB and peak_cache >= 200 * MIB,
+                   read >= 1000 * MIB and peak_cache >= 100 * MIB,
                    f"read {read // MIB} MiB; disk_caches up to {peak_cache // MIB} MiB", ">= 1000 MiB read, "
-                   ">= 200 MiB cached")
+                   ">= 100 MiB cached")
         low_unused = min((v for t, v in self.unused[c] if t_cache + 5 <= t <= t_cache + 30), default=0)
         hi_usable = statistics.median([v for t, v in usable if t_cache + 5 <= t <= t_cache + 30] or [0])
         self.check(f"{c}: its cache is counted in usable, not in unused",
