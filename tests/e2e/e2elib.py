@@ -204,6 +204,38 @@ def wait_for_quiet_host(prefix: str, timeout: float = FOREIGN_WAIT_S, check_gues
 
 
 # ---------------------------------------------------------------------------------------------
+# What the daemon understands
+
+def daemon_knows_policy(memcoordd: str, work: str) -> bool:
+    """Does this memcoordd accept Policy= in its config? It refuses unknown keys at start, so
+    start it once on libvirt's test driver with `Policy=seed` and no bus: an exit that names the
+    key means no; still running after 2 s means yes (then it is stopped)."""
+    d = tempfile.mkdtemp(prefix="policy-probe-", dir=work)
+    try:
+        conf = os.path.join(d, "memcoord.conf")
+        with open(conf, "w") as f:
+            f.write("[Coordinator]\nPolicy=seed\n")
+        p = subprocess.Popen([memcoordd, "--config", conf, "--state-dir", d, "--bus", "none",
+                              "--connect", "test:///default", "--interval", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            out, _ = p.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                p.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+            return True
+        if "Policy" in out:
+            return False
+        raise RuntimeError(f"memcoordd probe (Policy=seed on test:///default) exited {p.returncode}: {out.strip()}")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Processes and teardown
 
 class _Dir:
@@ -284,7 +316,7 @@ class Host:
         for s in specs:
             self.guests.add(s["name"], schedule=s.get("schedule", ""),
                             current_mib=s.get("current_mib", 512), max_mib=s.get("max_mib", 1024),
-                            autodeflate=s.get("autodeflate", False))
+                            autodeflate=s.get("autodeflate", False), disk_mib=s.get("disk_mib", 0))
         self.guests.start()
         return self.guests.wait_ready(timeout=timeout)
 
@@ -519,4 +551,5 @@ def tail(path: str, lines: int = 40) -> str:
 
 __all__ = ["G", "mctest", "Host", "Recorder", "Skip", "Disturbed", "log", "require_host", "build_kit",
            "wait_for_quiet_host", "foreign_domains", "foreign_daemons", "save_json", "tail", "MIB", "URI",
+           "daemon_knows_policy",
            "PREFIX", "SKIP", "DEFAULT_KIT", "DEFAULT_WORK", "BALLOON_LINE", "GREW_LINE"]

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """memcoordd on real guests: the classic scenarios and the jump, measured and asserted.
 
-    scenarios.py --scenario 1|2|3|jump --build-dir BUILD --out DIR [--kit DIR] [--work DIR]
+    scenarios.py --scenario 1|2|3|jump|fast-ramp|page-cache|sawtooth --build-dir BUILD --out DIR
+                 [--policy seed|adaptive] [--kit DIR] [--work DIR] [--trace FILE]
 
 One scenario per run (one meson test each, suite 'e2e'). A run builds the tiny guest (cached),
 starts libvirtd (tests/guest/libvirt-host.sh) and a private system-like bus with the project's
@@ -16,6 +17,12 @@ It writes into --out: e2e-SCENARIO.txt (the outcome table and every check), e2e-
 scenario run so far), and e2e-SCENARIO/ (samples, decisions, daemon log, guest consoles).
 Exit status 0 when every check holds, 1 otherwise (the daemon log and the consoles' tails
 are printed), 77 when the host cannot run it (not root, tools missing).
+
+--policy (or MC_E2E_POLICY) writes Policy= into the daemon's config, once the daemon knows the
+key (a daemon that does not is asked nothing: asking for seed then runs it as it is; asking
+for adaptive skips the run). Which policy ran is read back from the daemon's `Policy`
+property: the checks in ADAPTIVE_OUTCOMES are asserted when it says `adaptive`, and measured
+and reported (the baseline, not asserted) under any other policy.
 
 README.md in this directory says what each outcome measures and why each threshold is what
 it is.
@@ -64,6 +71,31 @@ STEADY_SETTLE_S = 3.0            # a steady window starts this long after its st
 CLAIM_ROUND = 1                  # KiB: floor() of c x unused in the policy
 SHARE_SPREAD = 40 * MIB          # scenario 2: actuals at the end, beyond the workloads' own lag
 NOTHING_TO_RETURN = 32 * MIB     # a guest with less than this above U + 2T has nothing to return
+BUDGET_BINDS = 3 * MIB           # scenario 2: grants reach the budget (lowest headroom after a grant)
+RAMP_FLOOR = 40                  # MiB/s: fast-ramp's workload must really grow this fast (calibrate.py)
+
+# What the adaptive policy must reach on these guests. Every scenario measures them under every
+# policy; they are asserted only when the daemon reports `Policy` = adaptive. Under seed they are
+# the baseline (README.md, "Adaptive outcomes"). Keys name the checks (`[key] ...` in the tables).
+ADAPTIVE_POLICY = "adaptive"
+BELOW_T_RUN_S = 3.0              # a consuming guest below T this long at most while memory is there
+RETURN_SHARE_ADAPTIVE = 0.95     # of what a workload frees, returned within RETURN_WINDOW_S
+REVERSALS_PER_MIN = 1            # direction reversals of actual per guest per minute (cyclic load)
+CACHE_GROWTH_MAX = DEAD_BAND     # a guest that only fills its page cache grows by this at most
+CACHE_RECLAIM_S = 60.0           # ... and is back at the idle reserve this long after another needs memory
+IDLE_LEVEL_SLACK = SETTLE_HIGH - SETTLE_LOW  # "at the idle reserve": within this of an idle guest's actual
+ADAPTIVE_OUTCOMES = {
+    "no-oom": "0 OOM kills for ramps up to 60 MiB/s (new scenarios; scenarios 1-3 and jump assert it "
+              "for every policy)",
+    "below-T": f"a consuming guest below T at most {BELOW_T_RUN_S:.0f} s in a row while memory is available",
+    "returned": f">= {100 * RETURN_SHARE_ADAPTIVE:.0f} % of what a workload frees returned within "
+                f"{RETURN_WINDOW_S:.0f} s",
+    "reversals": f"<= {REVERSALS_PER_MIN} direction reversal per guest per minute on a cyclic load "
+                 "(steady windows: the common check, <= 1 per window)",
+    "cache-not-grown": "a guest that only fills its page cache is not grown by more than the dead band",
+    "cache-reclaimed": f"its cache is reclaimed to the idle reserve within {CACHE_RECLAIM_S:.0f} s once "
+                       "another guest needs memory",
+}
 
 
 @dataclass
@@ -73,6 +105,7 @@ class GuestSpec:
     autodeflate: bool = False
     current_mib: int = 512
     max_mib: int = 1024
+    disk_mib: int = 0       # a sparse raw image as /dev/vda (memdemand's cache steps)
 
 
 @dataclass
@@ -84,6 +117,7 @@ class Scenario:
     guests: List[GuestSpec]
     tail_s: float           # recorded after the last schedule has ended
     why: str                # the design, for the table's header
+    oom_asserted: bool = True   # False: "no OOM" is an adaptive outcome here (seed is known to miss it)
 
 
 SCENARIOS: Dict[str, Scenario] = {}
@@ -120,14 +154,16 @@ scenario(Scenario(
     key="2", slug="scenario-2-all-consume",
     title="2: all three consume",
     budget_mib=1830,
-    guests=[GuestSpec("a", "idle:20,ramp:385:40,hold:30,free,idle:30"),
-            GuestSpec("b", "idle:20,ramp:385:40,hold:30,free,idle:30"),
-            GuestSpec("c", "idle:20,ramp:385:40,hold:30,free,idle:30")],
+    guests=[GuestSpec("a", "idle:30,ramp:385:40,hold:30,free,idle:40"),
+            GuestSpec("b", "idle:30,ramp:385:40,hold:30,free,idle:40"),
+            GuestSpec("c", "idle:30,ramp:385:40,hold:30,free,idle:40")],
     tail_s=0,
     why="Each guest wants 385 MiB + U + ~10 % + T = ~615 MiB; 3 x 615 > 1830 MiB: the budget stops "
         "them short of T unused, at ~80 MiB unused (~35 MiB above the OOM point; what a guest's "
         "kernel uses drifts by ~15 MiB), so 0 OOM kills is a fair demand when they share. At the start they hold 3 x 512 = 1536 "
-        "MiB, less than they want. Same schedules; the guests' boot spread (1-3 s) staggers them.",
+        "MiB, less than they want. Same schedules; the guests' boot spread (1-3 s) staggers them. They idle 30 s "
+        "first: on busy cores the claims that bring them to 2T took 15-25 s, and a guest still being claimed "
+        "when its ramp starts was OOM-killed (seed claims from it until its unused is at 2T).",
 ))
 scenario(Scenario(
     key="3", slug="scenario-3-one-stops-early",
@@ -157,6 +193,51 @@ scenario(Scenario(
         "did not move, and must not claim it back while the guest needs it.",
 ))
 
+# The three below are what the seed's rules cannot do (README.md, "Adaptive outcomes"); their
+# outcome checks are asserted for the adaptive policy and reported as the baseline under seed.
+# fast-ramp and sawtooth idle 35 s first: the daemon starts ~5 s after the guests are ready and
+# its claims (10 % a tick, the balloon inflating at 13-50 MiB/s on busy cores) take 15-25 s to
+# bring a 512 MiB guest to 2T; a ramp that starts earlier starts beside claims in flight.
+scenario(Scenario(
+    key="fast-ramp", slug="scenario-fast-ramp",
+    title="fast-ramp: 500 MiB in 10 s from the idle reserve",
+    budget_mib=1536,
+    guests=[GuestSpec("fast", "idle:35,ramp:500:10,hold:12,free,idle:40"),
+            GuestSpec("idle", "idle")],
+    tail_s=0, oom_asserted=False,
+    why="The consumer sits at its idle reserve (2T unused, ~290 MiB actual) when its workload grows "
+        "at 50 MiB/s to 500 MiB (it needs ~730 MiB: 500 + U + ~8 % + T; its max is 1024). The budget "
+        "has room for it beside the idle guest, so only the reaction decides: 50 MiB/s eats the 2T "
+        "reserve in ~2 s and the OOM margin (~50 MiB below T) in another ~1 s, less than the 2-5 s "
+        "the daemon needs to see a falling guest.",
+))
+scenario(Scenario(
+    key="page-cache", slug="scenario-page-cache",
+    title="page-cache: one guest fills its page cache while another ramps",
+    budget_mib=1300,
+    guests=[GuestSpec("cache", "idle:20,cache:1500:30,idle:70", disk_mib=2048),
+            GuestSpec("ramp", "idle:30,ramp:400:20,hold:20,free,idle:40")],
+    tail_s=0, oom_asserted=False,
+    why="The cache guest reads 1500 MiB of its 2 GiB disk at 50 MiB/s (far more than its memory: the "
+        "cache stays full and churns) and holds no anonymous memory: MemFree sits at the kernel's "
+        "watermark while MemAvailable (usable) stays high. From t=30 the other guest grows to 400 MiB "
+        "at 20 MiB/s (~630 MiB actual). Both fit the budget only if the cache guest stays at its idle "
+        "reserve (~290 + ~630 < 1300); a cache guest grown on its MemFree takes what the consumer needs.",
+))
+SAW_CYCLES, SAW_MIB, SAW_RISE_S = 4, 250, 10
+scenario(Scenario(
+    key="sawtooth", slug="scenario-sawtooth",
+    title=f"sawtooth: {SAW_CYCLES} x ({SAW_MIB} MiB over {SAW_RISE_S} s, then free)",
+    budget_mib=1536,
+    guests=[GuestSpec("saw", "idle:35," + f"ramp:{SAW_MIB}:{SAW_RISE_S},free," * SAW_CYCLES + "idle:40"),
+            GuestSpec("idle", "idle")],
+    tail_s=0, oom_asserted=False,
+    why=f"The workload rises by {SAW_MIB} MiB over {SAW_RISE_S} s ({SAW_MIB // SAW_RISE_S} MiB/s) and "
+        f"drops to 0 at once, {SAW_CYCLES} times in a row, then idles. The budget has room; what is "
+        "measured is whether the policy follows every tooth (grant up, claim down: a reversal each "
+        "way per cycle) or keeps what the load will want again in a few seconds.",
+))
+
 
 # ---------------------------------------------------------------------------------------------
 # Run
@@ -184,6 +265,8 @@ class Run:
     daemon_log: str = ""
     timings: Dict[str, float] = field(default_factory=dict)
     sampler_errors: List[str] = field(default_factory=list)
+    policy: str = ""                                     # the daemon's Policy property
+    policy_asked: str = ""                               # --policy ("" = the daemon's default)
 
 
 def schedule_end(sched: str) -> float:
@@ -222,7 +305,7 @@ def run_scenario(r: Run, a) -> Run:
         host.start_bus()
 
         specs = [dict(name=r.names[g.role], schedule=g.schedule, autodeflate=g.autodeflate,
-                      current_mib=g.current_mib, max_mib=g.max_mib) for g in sc.guests]
+                      current_mib=g.current_mib, max_mib=g.max_mib, disk_mib=g.disk_mib) for g in sc.guests]
         t = time.monotonic()
         log(f"booting {', '.join(s['name'] for s in specs)}")
         host.boot(specs, os.path.join(work, "console"))
@@ -238,6 +321,8 @@ def run_scenario(r: Run, a) -> Run:
         conf = ("[Coordinator]\nIntervalSec=1\nDomainThreshold=100M\nHostThreshold=200M\n"
                 f"HostBudget={sc.budget_mib}M\nClaimFraction=0.10\nGrantFactor=2\nDefaultMin=256M\n"
                 "DeadBand=1M\n")
+        if a.policy and a.policy_known:
+            conf += f"Policy={a.policy}\n"
         # Guests that are not ours stay untouched (they still count toward the budget; the
         # recorder notes any that show up).
         for n in sorted(E.foreign_domains(E.PREFIX, ours=list(r.names.values()))):
@@ -247,7 +332,9 @@ def run_scenario(r: Run, a) -> Run:
         r.t_daemon = time.time() - r.t0
         rec = E.Recorder(host.bus, daemon, list(r.names.values()))
         host.on_teardown(rec.stop)
-        log(f"memcoordd ticking (t={r.t_daemon:.1f}); budget {sc.budget_mib} MiB")
+        r.policy_asked = a.policy
+        r.policy = E.mctest.Client(host.bus).get("Policy")
+        log(f"memcoordd ticking (t={r.t_daemon:.1f}); budget {sc.budget_mib} MiB; policy {r.policy}")
 
         last_ready = max(host.guests.guests[n].ready_line_at for n in r.names.values())
         end = last_ready + max(schedule_end(g.schedule) for g in sc.guests) + sc.tail_s + 2
@@ -291,11 +378,12 @@ def run_scenario(r: Run, a) -> Run:
 # ---------------------------------------------------------------------------------------------
 # Measuring
 
-_HELD = re.compile(r"^memdemand t=(\d+) held_mib=(\d+) phase=(\S+)")
+_HELD = re.compile(r"^memdemand t=(\d+) held_mib=(\d+) phase=(\S+)(?: cache_mib=(\d+))?")
 
 
-def held_series(console: str, ready_t: float) -> List[Tuple[float, int]]:
-    """What memdemand held (KiB) over time, from its console lines, on the CSV's t axis."""
+def held_series(console: str, ready_t: float, col: int = 2) -> List[Tuple[float, int]]:
+    """What memdemand held (KiB) over time, from its console lines, on the CSV's t axis; with
+    col=4, what its cache steps have read (KiB)."""
     out = []
     try:
         with open(console, "rb") as f:
@@ -305,7 +393,7 @@ def held_series(console: str, ready_t: float) -> List[Tuple[float, int]]:
     for line in text.splitlines():
         m = _HELD.match(line.strip())
         if m:
-            out.append((ready_t + int(m.group(1)), int(m.group(2)) * MIB))
+            out.append((ready_t + int(m.group(1)), int(m.group(col) or 0) * MIB))
     return out
 
 
@@ -315,6 +403,7 @@ class Check:
     ok: bool
     measured: str
     threshold: str
+    outcome: Optional[str] = None   # a key of ADAPTIVE_OUTCOMES: asserted only under adaptive
 
 
 class Analysis:
@@ -329,6 +418,8 @@ class Analysis:
         self.decisions = [s for s in r.signals if s["kind"] == "balloon"]
         self.ticks = [s for s in r.signals if s["kind"] == "tick"]
         self.held = {n: held_series(r.consoles[n], r.ready_t[n]) for n in self.names}
+        self.cached = {n: held_series(r.consoles[n], r.ready_t[n], col=4) for n in self.names}
+        self.adaptive = r.policy == ADAPTIVE_POLICY
         self.actual = {n: S.series(self.rows, n, "actual_kib") for n in self.names}
         self.unused = {n: S.series(self.rows, n, "unused_kib") for n in self.names}
         self.base_use = {n: self._base_use(n) for n in self.names}
@@ -423,6 +514,15 @@ class Analysis:
         self.checks.append(Check(name, bool(ok), measured, threshold))
         return ok
 
+    def outcome(self, key: str, name: str, ok: bool, measured: str, threshold: str) -> bool:
+        """An adaptive outcome: asserted when the daemon's policy is adaptive, else the baseline."""
+        assert key in ADAPTIVE_OUTCOMES, key
+        self.checks.append(Check(f"[{key}] {name}", bool(ok), measured, threshold, outcome=key))
+        return ok
+
+    def asserted(self, c: Check) -> bool:
+        return c.outcome is None or self.adaptive
+
     # -- metrics --------------------------------------------------------------------------
 
     def metrics(self) -> Dict[str, dict]:
@@ -459,8 +559,56 @@ class Analysis:
                 "reversals": revs,
                 "returned": self.returned(n),
                 "decisions": sum(1 for d in self.decisions if d["guest"] == n),
+                "oom_t": self.oom_time(n),
+                "below_T_available_s": self.below_t_available(n),
             }
         return m
+
+    def oom_time(self, n: str) -> Optional[float]:
+        """When the workload was killed (its last once-a-second report), or None."""
+        if not S.oom_kills({n: self.r.consoles[n]}).get(n, {}).get("kills"):
+            return None
+        return self.held[n][-1][0] if self.held[n] else None
+
+    def held_at(self, n: str, t: float) -> int:
+        v = self.at(self.held[n], t) if self.held[n] else 0
+        return v or 0
+
+    def samples_by_ts(self) -> List[Tuple[float, Dict[str, dict]]]:
+        """[(t, {guest: row})] of the samples that have every guest."""
+        by: Dict[float, Dict[str, dict]] = {}
+        for row in self.rows:
+            if row["actual_kib"] is not None and row["unused_kib"] is not None:
+                by.setdefault(row["ts"], {})[row["guest"]] = row
+        return sorted(((next(iter(v.values()))["t"], v) for v in by.values() if len(v) == len(self.names)),
+                      key=lambda x: x[0])
+
+    def below_t_available(self, n: str) -> dict:
+        """The longest run of samples in which guest n consumes (its workload holds memory), sits
+        below T, and memory is there to give it: the budget's headroom plus what the other guests
+        hold above their idle reserve (2T of unused, or of usable where the page cache makes that
+        larger) covers T - unused. From the first such sample to the first one that is not."""
+        runs, start, last = [], None, None
+        for t, rows in self.samples_by_ts():
+            if t < self.r.t_daemon + STEADY_SETTLE_S:
+                continue
+            me = rows[n]
+            need = BELOW_T - me["unused_kib"]
+            head = self.budget - sum(x["actual_kib"] for x in rows.values())
+            spare = sum(max(0, max(x["unused_kib"], x["usable_kib"] or 0) - 2 * T)
+                        for g, x in rows.items() if g != n)
+            cond = need > 0 and self.held_at(n, t) > 0 and head + spare >= need
+            if cond and start is None:
+                start = t
+            elif not cond and start is not None:
+                runs.append((start, t))
+                start = None
+            last = t
+        if start is not None and last is not None:
+            runs.append((start, last))
+        worst = max(runs, key=lambda x: x[1] - x[0], default=None)
+        return {"max_s": (worst[1] - worst[0]) if worst else 0.0, "at": worst[0] if worst else None,
+                "runs": len(runs), "total_s": sum(b - a for a, b in runs)}
 
     def decision_releases(self, n: str) -> dict:
         """Largest claim of the daemon on guest n as a share of the unused it saw at that tick."""
@@ -506,6 +654,14 @@ class Analysis:
         self.check("the daemon's view was read after most ticks",
                    len(r.views) >= 0.8 * max(len(self.ticks), 1),
                    f"{len(r.views)} of {len(self.ticks)} ticks ({r.late_views} late)", ">= 80 %")
+        # Schedules run from each guest's `ready`; one that started before the daemon ticked
+        # (a slow boot) is measured against a guest the daemon never saw idle.
+        first = min((st[0] for n in self.names for st in self.steps(n) if st[1] != "idle"),
+                    default=math.inf)
+        self.check("the daemon ticked before any workload started",
+                   r.t_daemon + STEADY_SETTLE_S <= first,
+                   f"daemon at t={r.t_daemon:.0f}, first workload step at t={first:.0f}",
+                   f"daemon + {STEADY_SETTLE_S:.0f} s <= first step")
         stray = [e for e in r.recorder_errors if "still running" in e]
         self.check("teardown left no guest, memcoordd or dbus-daemon of ours", not stray,
                    "; ".join(stray) or "none", "none")
@@ -552,17 +708,27 @@ class Analysis:
             given = sum(d["to_kib"] - d["from_kib"] for d in grants)
             if hf is not None and hf - H < given:
                 bad_host.append(f"tick {tick}: granted {given // MIB} MiB with {(hf - H) // MIB} MiB above H")
-        self.check("grants never commit more than the budget (daemon's view after each grant tick)",
-                   not bad_budget,
-                   f"{n_grant_ticks} grant ticks, lowest headroom "
-                   f"{'n/a' if lowest is None else f'{lowest // MIB} MiB'}" +
-                   (": " + "; ".join(bad_budget[:4]) if bad_budget else ""), ">= -1 MiB")
-        self.check("grants never take the host below its threshold H",
-                   not bad_host, f"{len(bad_host)} ticks over" + (": " + "; ".join(bad_host[:3]) if bad_host else ""),
-                   "granted <= host free - H")
+        # On this host (24 GiB, ~3 GiB of guests) host free - H never comes near a grant, so the
+        # host side of this check cannot bind here; the budget side does (scenario 2 asserts that
+        # it is reached). README.md, "Checks and thresholds", says so.
+        hosts = [hf - H for hf in host_free.values()]
+        self.check("grants never commit more than the budget nor take the host below H "
+                   "(daemon's view after each grant tick)",
+                   not bad_budget and not bad_host,
+                   f"{n_grant_ticks} grant ticks, lowest budget headroom "
+                   f"{'n/a' if lowest is None else f'{lowest // MIB} MiB'}; lowest host free - H "
+                   f"{min(hosts) // MIB if hosts else 'n/a'} MiB" +
+                   (": " + "; ".join((bad_budget + bad_host)[:4]) if bad_budget or bad_host else ""),
+                   ">= -1 MiB; granted <= host free - H")
+        self.grant_headroom = lowest
 
         for n in self.names:
-            self.check(f"{n}: no OOM kill", m[n]["oom"] == 0, f"{m[n]['oom']} kills", "0")
+            if self.sc.oom_asserted:
+                self.check(f"{n}: no OOM kill", m[n]["oom"] == 0, f"{m[n]['oom']} kills", "0")
+            else:
+                self.outcome("no-oom", f"{n}: no OOM kill", m[n]["oom"] == 0,
+                             f"{m[n]['oom']} kills" + (f", first at t={m[n]['oom_t']:.0f}" if m[n]["oom_t"] else ""),
+                             "0")
 
         no_deflate = [n for n in self.names if not self.spec[n].autodeflate]
         wrong = [f"{g} t={t:.0f} ({mib} MiB)" for t, g, mib in self.grew if g in no_deflate]
@@ -621,7 +787,28 @@ class Analysis:
     # -- scenario checks ------------------------------------------------------------------
 
     def scenario_checks(self, m) -> None:
-        getattr(self, "checks_" + self.sc.key)(m)
+        getattr(self, "checks_" + self.sc.key.replace("-", "_"))(m)
+        self.adaptive_outcomes(m)
+
+    def adaptive_outcomes(self, m) -> None:
+        """The outcomes every scenario measures for ADAPTIVE_OUTCOMES (scenario-specific ones are
+        in the checks_* methods)."""
+        for n in self.names:
+            if self.demand(n) == 0:
+                continue
+            b = m[n]["below_T_available_s"]
+            self.outcome("below-T", f"{n}: below T while memory is available, longest run", b["max_s"] <= BELOW_T_RUN_S,
+                         f"{b['max_s']:.0f} s" + (f" from t={b['at']:.0f}" if b["at"] is not None else "")
+                         + f" ({b['runs']} runs, {b['total_s']:.0f} s in all)", f"<= {BELOW_T_RUN_S:.0f} s")
+            ret = m[n]["returned"]
+            if self.sc.key == "sawtooth":
+                continue  # measured from its last drop in checks_sawtooth
+            if ret is not None and ret["expected_kib"] >= NOTHING_TO_RETURN and not m[n]["oom"]:
+                self.outcome("returned", f"{n}: memory returned within {RETURN_WINDOW_S:.0f} s of its free",
+                             ret["share"] is not None and ret["share"] >= RETURN_SHARE_ADAPTIVE,
+                             f"{100 * (ret['share'] or 0):.1f} % ({ret['net_kib'] // MIB} of "
+                             f"{ret['expected_kib'] // MIB} MiB, in {ret['window_s']:.0f} s)",
+                             f">= {100 * RETURN_SHARE_ADAPTIVE:.0f} %")
 
     def demand(self, n: str) -> int:
         """The most the guest's workload holds at once, KiB."""
@@ -657,6 +844,10 @@ class Analysis:
     def checks_2(self, m) -> None:
         names = self.names
         self.check_budget_samples()
+        # Reported only: scenario 2 was designed for a quiet machine, where 30 s settle them; on
+        # busy cores the guest ready first can still be claimed when it ramps (README.md).
+        for n in names:
+            self.check_settled(n, self.step_t(n, "ramp"), asserted=False)
         # The common hold: every guest holding its workload.
         h0 = max(self.step_t(n, "hold") for n in names) + STEADY_SETTLE_S
         h1 = min(self.step_t(n, "free") for n in names)
@@ -674,6 +865,10 @@ class Analysis:
         spread = max(finals.values()) - min(finals.values())
         lag = max(self.r.ready_t[n] for n in names) - min(self.r.ready_t[n] for n in names)
         bound = SHARE_SPREAD + max(self.ramp_rate(n) for n in names) * lag
+        self.check("the budget binds: lowest headroom after a grant tick (daemon's view)",
+                   self.grant_headroom is not None and self.grant_headroom <= BUDGET_BINDS,
+                   "n/a" if self.grant_headroom is None else f"{self.grant_headroom // MIB} MiB",
+                   f"<= {BUDGET_BINDS // MIB} MiB (the budget check above is reached)")
         self.check("they share what there is: spread of actuals at the end of the hold",
                    spread <= bound,
                    f"{spread / MIB:.0f} MiB (" + ", ".join(f"{n} {v / MIB:.0f}" for n, v in finals.items())
@@ -744,6 +939,136 @@ class Analysis:
         self.check_returned(m, [j])
 
 
+    # -- the new scenarios ---------------------------------------------------------------
+
+    def idle_level(self, n: str, t0: float, t1: float) -> Optional[float]:
+        """Median actual of guest n in [t0, t1] (an idle guest at its reserve)."""
+        v = self.window(self.actual[n], t0, t1)
+        return statistics.median(v) if v else None
+
+    def check_idle_companion(self, n: str, t1: float) -> None:
+        vals = self.window(self.unused[n], self.r.t_daemon + 25, t1)
+        med = statistics.median(vals) if vals else 0
+        self.check(f"{n}: idle guest settles near 2T unused", SETTLE_LOW <= med <= SETTLE_HIGH,
+                   f"median {med / MIB:.0f} MiB", f"{SETTLE_LOW // MIB}..{SETTLE_HIGH // MIB} MiB")
+
+    def check_settled(self, n: str, t: float, asserted: bool = True) -> None:
+        """The premise of a ramp "from the idle reserve": at its start the guest sits at 2T."""
+        u = self.at(self.unused[n], t)
+        ok = u is not None and SETTLE_LOW <= u <= SETTLE_HIGH + 2 * DEAD_BAND
+        want = f"{SETTLE_LOW // MIB}..{(SETTLE_HIGH + 2 * DEAD_BAND) // MIB} MiB"
+        self.check(f"{n}: at its idle reserve when its ramp starts (t={t:.0f})" + ("" if asserted else "; reported"),
+                   ok or not asserted, f"unused {0 if u is None else u / MIB:.0f} MiB" + ("" if ok else " (not settled)"),
+                   want if asserted else f"{want}, reported, not asserted")
+
+    def checks_fast_ramp(self, m) -> None:
+        f, idle = self.r.names["fast"], self.r.names["idle"]
+        self.check_budget_samples()
+        t_ramp = self.step_t(f, "ramp")
+        rate = self.ramp_rate(f) / MIB
+        # How fast the workload really grew (TCG may not keep up with the schedule).
+        h = [(t, v) for t, v in self.held[f] if t_ramp <= t <= t_ramp + 12]
+        steps = [(b[1] - a[1]) / MIB / max(b[0] - a[0], 1) for a, b in zip(h, h[1:]) if b[1] > a[1]]
+        got = statistics.median(steps) if steps else 0.0
+        self.check(f"{f}: the workload ramps at >= 50 MiB/s (schedule), >= {RAMP_FLOOR} MiB/s (console)",
+                   rate >= 50 and (bool(m[f]["oom"]) or got >= RAMP_FLOOR),
+                   f"schedule {rate:.0f} MiB/s; console median {got:.0f} MiB/s ("
+                   + ", ".join(f"{x:.0f}" for x in steps) + ")"
+                   + (" until killed: reported" if m[f]["oom"] else ""),
+                   f">= 50; console >= {RAMP_FLOOR} MiB/s, TCG's allocation speed in fresh memory")
+        self.check_settled(f, t_ramp)
+        self.check_idle_companion(idle, self.step_t(f, "free") or self.r.t_end)
+        if not m[f]["oom"]:
+            want = self.demand(f) + self.base_use[f]
+            self.outcome("no-oom", f"{f}: actual rises to what its workload holds plus the kernel's use",
+                         m[f]["peak_actual_kib"] >= want, f"peak {m[f]['peak_actual_kib'] // MIB} MiB",
+                         f">= {want // MIB} MiB")
+
+    def checks_page_cache(self, m) -> None:
+        c, rp = self.r.names["cache"], self.r.names["ramp"]
+        self.check_budget_samples()
+        t_cache = self.step_t(c, "cache")
+        t_ramp = self.step_t(rp, "ramp")
+        caches = S.series(self.rows, c, "disk_caches_kib")
+        usable = S.series(self.rows, c, "usable_kib")
+        read = max((v for _, v in self.cached[c]), default=0)
+        peak_cache = max((v for t, v in caches if t >= t_cache), default=0)
+        # The premise: the guest reads far more than its memory, and its cache fills what it has
+        # (how much that is depends on the policy: a guest kept at its reserve has ~150 MiB).
+        self.check(f"{c}: reads more than its memory into its page cache (console, balloon.disk_caches)",
+                   read >= 1000 * MIB and peak_cache >= 100 * MIB,
+                   f"read {read // MIB} MiB; disk_caches up to {peak_cache // MIB} MiB", ">= 1000 MiB read, "
+                   ">= 100 MiB cached")
+        low_unused = min((v for t, v in self.unused[c] if t_cache + 5 <= t <= t_cache + 30), default=0)
+        hi_usable = statistics.median([v for t, v in usable if t_cache + 5 <= t <= t_cache + 30] or [0])
+        self.check(f"{c}: its cache is counted in usable, not in unused",
+                   low_unused < T and hi_usable > low_unused,
+                   f"lowest unused {low_unused // MIB} MiB, median usable {hi_usable // MIB} MiB while reading",
+                   "unused < T < usable")
+        # Not grown: the largest rise of actual above its running minimum from the read on.
+        lo, grow, grow_t = None, 0, None
+        for t, v in self.actual[c]:
+            if t < t_cache:
+                continue
+            lo = v if lo is None else min(lo, v)
+            if v - lo > grow:
+                grow, grow_t = v - lo, t
+        self.outcome("cache-not-grown", f"{c}: not grown for its page cache", grow <= CACHE_GROWTH_MAX,
+                     f"grew {grow // MIB} MiB" + (f" (by t={grow_t:.0f})" if grow_t else "")
+                     + f"; peak {m[c]['peak_actual_kib'] // MIB} MiB", f"<= {CACHE_GROWTH_MAX // MIB} MiB")
+        # Reclaimed: within CACHE_RECLAIM_S of the other's ramp, back at what an idle guest holds
+        # under this policy: the consumer itself once it has freed and settled (its last 10 s).
+        level = self.idle_level(rp, self.r.t_end - 10, self.r.t_end)
+        after = [(t, v) for t, v in self.actual[c] if t_ramp <= t <= t_ramp + CACHE_RECLAIM_S]
+        hit = next((t for t, v in after if level is not None and v <= level + IDLE_LEVEL_SLACK), None)
+        self.outcome("cache-reclaimed", f"{c}: back at the idle reserve within {CACHE_RECLAIM_S:.0f} s of "
+                     f"{rp}'s ramp", hit is not None,
+                     (f"at {hit - t_ramp:.0f} s" if hit is not None else
+                      f"not reached; lowest {min((v for _, v in after), default=0) // MIB} MiB")
+                     + f" (idle reserve {0 if level is None else level / MIB:.0f} MiB: {rp} idle at the end)",
+                     f"actual <= idle reserve + {IDLE_LEVEL_SLACK // MIB} MiB")
+        if not m[rp]["oom"]:
+            want = self.demand(rp) + self.base_use[rp]
+            self.outcome("no-oom", f"{rp}: actual rises to what its workload holds plus the kernel's use",
+                         m[rp]["peak_actual_kib"] >= want, f"peak {m[rp]['peak_actual_kib'] // MIB} MiB",
+                         f">= {want // MIB} MiB")
+
+    def checks_sawtooth(self, m) -> None:
+        sw, idle = self.r.names["saw"], self.r.names["idle"]
+        self.check_budget_samples()
+        frees = [st for st in self.steps(sw) if st[1] == "free"]
+        t0 = self.step_t(sw, "ramp")
+        t_last = frees[-1][0] if frees else self.r.t_end
+        self.check_idle_companion(idle, self.r.t_end)
+        self.check_settled(sw, t0)
+        teeth = [max((v for t, v in self.held[sw] if st[0] <= t <= st[0] + st[3] + 0.5), default=0)
+                 for st in self.steps(sw) if st[1] == "ramp"]
+        self.check(f"{sw}: what the workload reached per tooth (TCG allocation speed; reported)", True,
+                   ", ".join(f"{x // MIB}" for x in teeth) + f" of {SAW_MIB} MiB", "reported, not asserted")
+        # The cyclic load: from the first rise to 20 s after the last drop.
+        t1 = min(t_last + 20, self.r.t_end)
+        sub = [row for row in self.rows if row["guest"] == sw and t0 <= row["t"] <= t1]
+        revs = S.reversals(sub, sw, min_change_kib=MIB)
+        minutes = max((t1 - t0) / 60.0, 1.0)
+        self.outcome("reversals", f"{sw}: direction reversals of actual on the cyclic load",
+                     revs <= REVERSALS_PER_MIN * minutes,
+                     f"{revs} in {t1 - t0:.0f} s ({revs / ((t1 - t0) / 60.0):.1f} per minute)",
+                     f"<= {REVERSALS_PER_MIN} per minute ({REVERSALS_PER_MIN * minutes:.0f} here)")
+        # Memory back after the last drop (the common outcome measures it from the first free).
+        ret = S.returned_within(self.rows, t_last, RETURN_WINDOW_S, [sw])["per_guest"].get(sw, {})
+        before = self.at(self.actual[sw], t_last)
+        expected = max(before - max(self.base_use[sw] + 2 * T, FLOOR), 0)
+        share = ret.get("net_kib", 0) / expected if expected else 1.0
+        span = min(RETURN_WINDOW_S, self.r.t_end - t_last)
+        self.check(f"{sw}: memory returned within {RETURN_WINDOW_S:.0f} s of its last drop",
+                   expected < NOTHING_TO_RETURN or share >= RETURN_SHARE,
+                   f"{ret.get('net_kib', 0) // MIB} of {expected // MIB} MiB ({100 * share:.0f} %, in {span:.0f} s)",
+                   f">= {100 * RETURN_SHARE:.0f} %")
+        if expected >= NOTHING_TO_RETURN and not m[sw]["oom"]:
+            self.outcome("returned", f"{sw}: memory returned within {RETURN_WINDOW_S:.0f} s of its last drop",
+                         share >= RETURN_SHARE_ADAPTIVE, f"{100 * share:.1f} %", f">= {100 * RETURN_SHARE_ADAPTIVE:.0f} %")
+
+
 # ---------------------------------------------------------------------------------------------
 # Table, plot, report
 
@@ -782,11 +1107,13 @@ def table(an: Analysis, m: Dict[str, dict]) -> str:
         reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     out = [f"## Scenario {sc.title}", "",
+           f"Policy {r.policy or '?'}" + (" (adaptive outcomes asserted)" if an.adaptive else
+                                          " (adaptive outcomes `[...]` measured, not asserted: the baseline)") + ". "
            f"Budget {sc.budget_mib} MiB, T {T // MIB} MiB, H {H // MIB} MiB, claim {CLAIM:.0%}, interval 1 s. "
            + sc.why, "",
            "Schedules (from each guest's `memdemand: ready`): " +
            "; ".join(f"{r.names[g.role]} `{g.schedule}`" + (" autodeflate" if g.autodeflate else "")
-                     for g in sc.guests), "",
+                     + (f" disk {g.disk_mib} MiB" if g.disk_mib else "") for g in sc.guests), "",
            "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
            "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     for row in lines[1:]:
@@ -804,7 +1131,11 @@ def table(an: Analysis, m: Dict[str, dict]) -> str:
             f"recorded {r.t_end:.0f} s, teardown {r.timings.get('teardown_s', 0):.0f} s).", "",
             "| check | measured | threshold | |", "|---|---|---|---|"]
     for c in an.checks:
-        out.append(f"| {c.name} | {c.measured} | {c.threshold} | {'ok' if c.ok else '**FAIL**'} |")
+        if an.asserted(c):
+            status = "ok" if c.ok else "**FAIL**"
+        else:
+            status = "baseline: met" if c.ok else "baseline: missed"
+        out.append(f"| {c.name} | {c.measured} | {c.threshold} | {status} |")
     return "\n".join(out) + "\n"
 
 
@@ -828,7 +1159,7 @@ def plot(an: Analysis, png: str) -> str:
     colors = {n: P.COLORS[i % len(P.COLORS)] for i, n in enumerate(an.names)}
     term = P._terminal()
     font = "font 'sans,10'" if term == "pngcairo" else ""
-    g = [f"set terminal {term} size 1400,1100 {font}", f"set output {P._q(png)}",
+    g = [f"set terminal {term} size 1400,1100 {font} noenhanced", f"set output {P._q(png)}",
          "set grid ytics lc rgb '#dddddd'", "set key outside right top", "set lmargin 10",
          "set rmargin 26"]
 
@@ -843,6 +1174,9 @@ def plot(an: Analysis, png: str) -> str:
         blocks[(n, "a")] = block(f"a{i}", an.actual[n])
         blocks[(n, "u")] = block(f"u{i}", an.unused[n])
         blocks[(n, "h")] = block(f"h{i}", an.held[n])
+        if an.spec[n].disk_mib:
+            blocks[(n, "c")] = block(f"c{i}", S.series(an.rows, n, "disk_caches_kib"))
+            blocks[(n, "us")] = block(f"us{i}", S.series(an.rows, n, "usable_kib"))
         up = [(d["t"], d["to_kib"]) for d in an.decisions if d["guest"] == n and d["to_kib"] > d["from_kib"]]
         dn = [(d["t"], d["to_kib"]) for d in an.decisions if d["guest"] == n and d["to_kib"] < d["from_kib"]]
         blocks[(n, "up")] = block(f"up{i}", up or [(-100, 0)])
@@ -875,8 +1209,15 @@ def plot(an: Analysis, png: str) -> str:
         parts.append(f"{blocks[(n, 'up')]} using 1:2 with points pt 9 ps 0.6 lc rgb '{c}' notitle")
         parts.append(f"{blocks[(n, 'dn')]} using 1:2 with points pt 11 ps 0.6 lc rgb '{c}' notitle")
     g.append("plot " + ", \\\n  ".join(parts))
-    g.append("set ylabel 'unused (MiB)'")
+    g.append("set ylabel 'unused (MiB)' . (any_disk ? ', cache' : '')".replace(
+        "any_disk", "1" if any(an.spec[n].disk_mib for n in an.names) else "0"))
     parts = [f"{blocks[(n, 'u')]} using 1:2 with lines lw 2 lc rgb '{colors[n]}' title {P._q(n)}" for n in an.names]
+    for n in an.names:
+        if (n, "c") in blocks:
+            parts.append(f"{blocks[(n, 'c')]} using 1:2 with lines lw 1 dt 2 lc rgb '{colors[n]}' "
+                         f"title {P._q(n + ' disk_caches')}")
+            parts.append(f"{blocks[(n, 'us')]} using 1:2 with lines lw 1 dt 3 lc rgb '{colors[n]}' "
+                         f"title {P._q(n + ' usable')}")
     parts.append(f"{T / MIB} with lines lw 1 dt 2 lc rgb '#999999' title 'T'")
     parts.append(f"{2 * T / MIB} with lines lw 1 dt 4 lc rgb '#999999' title '2T'")
     g.append("plot " + ", \\\n  ".join(parts))
@@ -920,7 +1261,7 @@ def dump_failure(r: Run) -> None:
 
 RUN_FIELDS = ("out", "work", "names", "csv", "t0", "ready_t", "t_daemon", "t_end", "daemon_status",
               "daemon_died", "signals", "views", "late_views", "log_lines", "foreign", "recorder_errors",
-              "consoles", "daemon_log", "timings", "sampler_errors")
+              "consoles", "daemon_log", "timings", "sampler_errors", "policy", "policy_asked")
 
 
 def save_run(r: Run) -> None:
@@ -935,7 +1276,10 @@ def load_run(work: str) -> Run:
         d = json.load(f)
     r = Run(sc=SCENARIOS[d.pop("scenario")], out=d["out"], work=d["work"])
     for k in RUN_FIELDS:
-        setattr(r, k, d[k])
+        if k in d:  # (records older than the policy fields: the daemon was seed's)
+            setattr(r, k, d[k])
+    if "policy" not in d:
+        r.policy = "seed"
     r.views = {int(k): (v[0], v[1]) for k, v in r.views.items()}
     r.log_lines = [tuple(x) for x in r.log_lines]
     # The files where they are now (the directory may have been copied or moved).
@@ -946,7 +1290,43 @@ def load_run(work: str) -> Run:
     return r
 
 
-def report(r: Run) -> int:
+TRACE_FIELDS = ["t", "guest", "actual_kib", "unused_kib", "usable_kib", "disk_caches_kib", "available_kib",
+                "last_update", "held_mib", "cache_mib"]
+
+
+def write_trace(an: "Analysis", path: str) -> None:
+    """The run as a simulator is checked against it: the 1 Hz samples (t from the sampler's
+    start) with what each workload held and had read, and beside it (PATH.json) the schedules,
+    the times that matter and every decision."""
+    import csv
+    import json
+    r = an.r
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(TRACE_FIELDS)
+        for row in sorted(an.rows, key=lambda x: (x["t"], x["guest"])):
+            n = row["guest"]
+            w.writerow([f"{row['t']:.2f}", n] + [("" if row.get(k) is None else row[k]) for k in TRACE_FIELDS[2:8]]
+                       + [an.held_at(n, row["t"]) // MIB,
+                          (an.at(an.cached[n], row["t"]) or 0) // MIB if an.cached[n] else 0])
+    meta = {"scenario": r.sc.key, "title": r.sc.title, "policy": r.policy, "budget_mib": r.sc.budget_mib,
+            "settings": {"T_mib": T // MIB, "H_mib": H // MIB, "claim_fraction": CLAIM,
+                         "dead_band_mib": DEAD_BAND // MIB, "min_mib": FLOOR // MIB, "interval_s": 1},
+            "t_daemon": round(r.t_daemon, 2), "t_end": round(r.t_end, 2),
+            "guests": {r.names[g.role]: {"schedule": g.schedule, "ready_t": round(r.ready_t[r.names[g.role]], 2),
+                                         "current_mib": g.current_mib, "max_mib": g.max_mib,
+                                         "autodeflate": g.autodeflate, "disk_mib": g.disk_mib,
+                                         "oom_kills": S.oom_kills({r.names[g.role]: r.consoles[r.names[g.role]]})
+                                         [r.names[g.role]]["kills"]}
+                       for g in r.sc.guests},
+            "decisions": [[round(d["t"], 2), d["guest"], d["from_kib"], d["to_kib"], d["reason"]]
+                          for d in an.decisions],
+            "columns": "t s from the sampler's start; sizes KiB but held_mib/cache_mib (the workload's console)"}
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def report(r: Run, trace: Optional[str] = None) -> int:
     """Measure, check, plot and write the tables of a finished run; the exit status."""
     sc = r.sc
     an = Analysis(r)
@@ -964,17 +1344,26 @@ def report(r: Run) -> int:
             f.write(text)
     write_outcomes(r.out)
     E.save_json(os.path.join(r.work, "metrics.json"), m)
+    if trace:
+        write_trace(an, trace)
     print()
     print(text)
     print(f"plot: {png}")
-    failed = [c for c in an.checks if not c.ok]
+    base = [c for c in an.checks if not an.asserted(c)]
+    if base:
+        miss = [c for c in base if not c.ok]
+        print(f"\npolicy {r.policy}: {len(base)} adaptive outcomes measured, not asserted "
+              f"({len(miss)} missed):", flush=True)
+        for c in miss:
+            print(f"  BASELINE {c.name}: {c.measured} (adaptive: {c.threshold})", flush=True)
+    failed = [c for c in an.checks if not c.ok and an.asserted(c)]
     if failed:
         print(f"\n{len(failed)} of {len(an.checks)} checks FAILED:", flush=True)
         for c in failed:
             print(f"  FAIL {c.name}: {c.measured} (want {c.threshold})", flush=True)
         dump_failure(r)
         return 1
-    print(f"all {len(an.checks)} checks hold", flush=True)
+    print(f"all {len(an.checks) - len(base)} asserted checks hold", flush=True)
     return 0
 
 
@@ -990,12 +1379,16 @@ def main(argv=None) -> int:
                     help="seconds to wait for other users of qemu:///system to finish")
     ap.add_argument("--reanalyze", action="store_true",
                     help="measure, check and plot the recorded run in OUT again, without running")
+    ap.add_argument("--policy", default=os.environ.get("MC_E2E_POLICY", ""),
+                    help="Policy= for the daemon's config (default: none, the daemon's own default)")
+    ap.add_argument("--trace", help="also write the run's samples as a compact trace CSV here "
+                                    "(and its schedules and decisions as FILE.json)")
     a = ap.parse_args(argv)
     sc = SCENARIOS[a.scenario]
     if a.reanalyze:
         r = load_run(os.path.join(os.path.abspath(a.out), f"e2e-{sc.key}"))
         r.out = os.path.abspath(a.out)
-        return report(r)
+        return report(r, a.trace)
     try:
         E.require_host(["virsh", "libvirtd", "qemu-system-x86_64", "dbus-daemon", "busctl", "dbus-send",
                         "setpriv", "gnuplot"])
@@ -1003,6 +1396,15 @@ def main(argv=None) -> int:
         print(f"SKIP: {e}", flush=True)
         return E.SKIP
     os.makedirs(a.out, exist_ok=True)
+    a.policy_known = False
+    if a.policy:
+        a.policy_known = E.daemon_knows_policy(os.path.join(a.build_dir, "daemon", "memcoordd"), a.out)
+        if not a.policy_known and a.policy != "seed":
+            print(f"SKIP: --policy {a.policy}: this memcoordd knows no Policy= key (its rules are seed's)",
+                  flush=True)
+            return E.SKIP
+        if not a.policy_known:
+            log("this memcoordd knows no Policy= key: its rules are seed's, run as it is")
     log(f"scenario {sc.title}")
     r = new_run(sc, a.out)
     try:
@@ -1019,7 +1421,7 @@ def main(argv=None) -> int:
         return 1
 
     save_run(r)
-    return report(r)
+    return report(r, a.trace)
 
 
 if __name__ == "__main__":

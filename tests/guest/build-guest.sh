@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build the tiny test guest from Debian packages:
 #   OUTDIR/vmlinux        uncompressed kernel ELF (QEMU boots it through PVH)
-#   OUTDIR/initramfs.gz   busybox-static, the virtio balloon modules, memdemand, /init
+#   OUTDIR/initramfs.gz   busybox-static, the virtio balloon and block modules, memdemand, /init
 # The kernel .deb is cached in OUTDIR; a second run only redoes what is out of date.
 #
 # Needs: apt (apt-get download, run as root), dpkg-deb, tar, xz-utils, gzip,
@@ -13,7 +13,8 @@ usage() { echo "usage: $0 OUTDIR" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=$(mkdir -p "$1" && cd "$1" && pwd)
-MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon"
+# In load order. virtio_blk (a guest's optional disk, /dev/vda) needs virtio_pci first.
+MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk virtio_balloon"
 export LC_ALL=C
 
 log() { echo "build-guest: $*" >&2; }
@@ -59,12 +60,15 @@ log "kernel package: $(basename "$deb")"
 
 # --- 2. vmlinux + modules ----------------------------------------------------
 KX="$OUT/kernel"	# extracted files: vmlinuz-* and the modules we use
-if [ ! -s "$OUT/vmlinux" ] || [ ! -f "$KX/.done" ] || [ "$deb" -nt "$KX/.done" ]; then
+# .done holds the module list it was made for: a new module means a new extraction.
+if [ ! -s "$OUT/vmlinux" ] || [ ! -f "$KX/.done" ] || [ "$deb" -nt "$KX/.done" ] ||
+	[ "$(cat "$KX/.done")" != "$MODULES" ]; then
 	rm -rf "$KX" "$OUT/vmlinux"
 	mkdir -p "$KX/x"
 	log "unpacking kernel and modules"
 	dpkg-deb --fsys-tarfile "$deb" |
-		tar -x -C "$KX/x" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio/*'
+		tar -x -C "$KX/x" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio/*' \
+			'./lib/modules/*/kernel/drivers/block/virtio_blk.ko*'
 	vmlinuz=$(ls "$KX"/x/boot/vmlinuz-* | head -n1)
 	mkdir -p "$KX/modules"
 	for m in $MODULES; do
@@ -92,7 +96,7 @@ if [ ! -s "$OUT/vmlinux" ] || [ ! -f "$KX/.done" ] || [ "$deb" -nt "$KX/.done" ]
 	mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
 	cp "$vmlinuz" "$KX/"
 	rm -rf "$KX/x"
-	touch "$KX/.done"
+	echo "$MODULES" >"$KX/.done"
 fi
 
 # --- 3. memdemand --------------------------------------------------------------

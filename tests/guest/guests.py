@@ -19,7 +19,9 @@ The guests are transient libvirt domains (`virsh create`) of type 'qemu' (TCG),
 booting OUTDIR/vmlinux + OUTDIR/initramfs.gz of build-guest.sh, with a virtio
 balloon (stats every second, free page reporting) and the serial console
 written to CONSOLE_DIR/NAME.log. The memdemand schedule goes on the kernel
-command line.
+command line. A guest added with disk_mib gets a sparse raw image
+CONSOLE_DIR/NAME.img of that size as a virtio disk (/dev/vda in the guest),
+for memdemand's cache steps; the image is removed at teardown.
 
 Only the standard library and the `virsh` client (Debian's libvirt-clients)
 are used.
@@ -27,7 +29,7 @@ are used.
 CLI:
     guests.py up --count 3 --kernel-dir DIR --console-dir DIR
                  [--schedule NAME=SCHED ...] [--current-mib 512] [--max-mib 1024]
-                 [--autodeflate NAME ...] [--prefix mc-] [--hold]
+                 [--autodeflate NAME ...] [--disk NAME=MIB ...] [--prefix mc-] [--hold]
     guests.py down [--prefix mc-]
     guests.py stats [--prefix mc-]
 """
@@ -49,8 +51,12 @@ DEFAULT_URI = "qemu:///system"
 DEFAULT_PREFIX = "mc-"
 READY_LINE = "memdemand: ready"
 # loglevel=4: quiet boot, yet the kernel's "Out of memory: Killed process"
-# (KERN_ERR) still reaches the console.
-DEFAULT_CMDLINE = "console=ttyS0 loglevel=4 mitigations=off"
+# (KERN_ERR) still reaches the console. no_timer_check: under TCG on busy host
+# cores the kernel's IO-APIC timer check can time out and panic the boot ("IO-APIC
+# + timer doesn't work!"; seen at load 13 on 2 cores). panic=-1: a guest that
+# panics anyway reboots at once, which destroys it (on_reboot), so wait_ready
+# reports it instead of waiting for a `ready` that never comes.
+DEFAULT_CMDLINE = "console=ttyS0 loglevel=4 mitigations=off no_timer_check panic=-1"
 
 
 class GuestError(RuntimeError):
@@ -159,11 +165,26 @@ def parse_schedule(schedule: str) -> List[Tuple[float, str, int, float]]:
         elif kind == "free" and len(f) == 1:
             cur, d = 0, 0.0
             steps.append((t, kind, cur, d))
+        elif kind == "cache" and len(f) in (2, 3):
+            # Page cache, not anonymous memory: what the workload holds stays as it is.
+            if not re.fullmatch(r"\d+([MmGg]?)", f[1]):
+                raise ValueError(f"bad cache size {f[1]!r} (no + or -: always more)")
+            d = secs(f[2]) if len(f) == 3 else 0.0
+            steps.append((t, kind, cur, d))
+        elif kind == "uncache" and len(f) == 1:
+            d = 0.0
+            steps.append((t, kind, cur, d))
         else:
             raise ValueError(f"bad step {tok!r}")
         if d > 0:
             t += d
     return steps
+
+
+def cache_size_mib(tok: str) -> int:
+    """MiB a `cache:SIZE[:SECS]` step reads."""
+    m = re.fullmatch(r"(\d+)([MmGg]?)", tok.split(":")[1])
+    return int(m.group(1)) * (1024 if m.group(2) in ("G", "g") else 1)
 
 
 def schedule_duration(schedule: str) -> float:
@@ -196,6 +217,8 @@ class Guest:
     max_mib: int = 1024
     autodeflate: bool = False
     free_page_reporting: bool = True
+    disk_mib: int = 0                       # > 0: a sparse raw image as /dev/vda
+    disk: str = ""                          # its path
     console: str = ""
     cmdline: str = DEFAULT_CMDLINE
     started_at: Optional[float] = None      # epoch s, after `virsh create` returned
@@ -278,7 +301,7 @@ class Guests:
     # -- definition -------------------------------------------------------
     def add(self, name: Optional[str] = None, schedule: str = "", current_mib: int = 512,
             max_mib: int = 1024, autodeflate: bool = False, free_page_reporting: bool = True,
-            cmdline: str = DEFAULT_CMDLINE) -> str:
+            cmdline: str = DEFAULT_CMDLINE, disk_mib: int = 0) -> str:
         if name is None:
             i = len(self.guests) + 1
             while f"{self.prefix}{i}" in self.guests:
@@ -299,18 +322,36 @@ class Guests:
                 raise GuestError(f"schedule {schedule!r} must not contain blanks or quotes")
         if current_mib > max_mib:
             raise GuestError(f"{name}: current {current_mib} MiB > max {max_mib} MiB")
+        if disk_mib < 0:
+            raise GuestError(f"{name}: disk size {disk_mib} MiB")
         g = Guest(name=name, schedule=schedule, current_mib=current_mib, max_mib=max_mib,
                   autodeflate=autodeflate, free_page_reporting=free_page_reporting,
-                  console=os.path.join(self.console_dir, f"{name}.log"), cmdline=cmdline)
+                  console=os.path.join(self.console_dir, f"{name}.log"), cmdline=cmdline,
+                  disk_mib=disk_mib,
+                  disk=os.path.join(self.console_dir, f"{name}.img") if disk_mib else "")
         self.guests[name] = g
         return name
 
     def domain_xml(self, g: Guest) -> str:
         cmdline = g.cmdline
+        if g.current_mib < g.max_mib:
+            # memdemand's timeline starts once the balloon is down to current: on a busy host
+            # that inflate takes tens of seconds. (Autodeflate keeps MemTotal at max; memdemand
+            # then counts the balloon's pages from /proc/vmstat.)
+            cmdline += f" memdemand.settle={g.current_mib}"
+            if g.autodeflate:
+                cmdline += " memdemand.autodeflate=1"
         if g.schedule:
             cmdline += f" memdemand={g.schedule}"
         emulator = f"<emulator>{escape(self.emulator)}</emulator>" if self.emulator else ""
         onoff = lambda b: "on" if b else "off"  # noqa: E731
+        disk = ""
+        if g.disk_mib:
+            disk = f"""<disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{escape(g.disk)}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>"""
         return f"""<domain type='qemu'>
   <name>{escape(g.name)}</name>
   <memory unit='MiB'>{g.max_mib}</memory>
@@ -329,6 +370,7 @@ class Guests:
   <on_crash>destroy</on_crash>
   <devices>
     {emulator}
+    {disk}
     <controller type='usb' model='none'/>
     <serial type='file'>
       <source path='{escape(g.console)}'/>
@@ -362,6 +404,10 @@ class Guests:
                 os.unlink(g.console)          # no stale `ready` from an earlier run
             except FileNotFoundError:
                 pass
+            if g.disk_mib:
+                # Sparse: reading its holes fills the guest's page cache, not the host's disk.
+                with open(g.disk, "wb") as f:
+                    f.truncate(g.disk_mib * 1024 * 1024)
             xml_path = os.path.join(self.console_dir, f"{n}.xml")
             with open(xml_path, "w") as f:
                 f.write(self.domain_xml(g))
@@ -503,6 +549,12 @@ class Guests:
             while not _proc_done(p) and time.monotonic() < deadline:
                 time.sleep(0.05)
         destroy_domains(self.uri, names)
+        for n in names:
+            if self.guests[n].disk:
+                try:
+                    os.unlink(self.guests[n].disk)
+                except OSError:
+                    pass
 
     def __enter__(self):
         return self
@@ -561,6 +613,8 @@ def _cli(argv: Optional[List[str]] = None) -> int:
     up.add_argument("--max-mib", type=int, default=1024)
     up.add_argument("--autodeflate", action="append", default=[], metavar="NAME",
                     help="turn on autodeflate for guest NAME ('*' for all)")
+    up.add_argument("--disk", action="append", default=[], metavar="NAME=MIB",
+                    help="give guest NAME a sparse raw disk of MIB MiB as /dev/vda")
     up.add_argument("--timeout", type=float, default=180)
     up.add_argument("--no-settle", action="store_true",
                     help="do not wait for the balloon to reach --current-mib")
@@ -592,13 +646,21 @@ def _cli(argv: Optional[List[str]] = None) -> int:
                 ap.error(f"--schedule wants NAME=SCHED, got {item!r}")
             scheds[full(n)] = s
         deflate = {full(n) for n in a.autodeflate}
+        disks: Dict[str, int] = {}
+        for item in a.disk:
+            n, sep, mib = item.partition("=")
+            if not sep or not mib.isdigit():
+                ap.error(f"--disk wants NAME=MIB, got {item!r}")
+            disks[full(n)] = int(mib)
         g = Guests(a.kernel_dir, a.console_dir, uri=a.uri, prefix=a.prefix)
         for i in range(1, a.count + 1):
             n = f"{a.prefix}{i}"
             g.add(n, schedule=scheds.get(n, scheds.get("*", "")), current_mib=a.current_mib,
-                  max_mib=a.max_mib, autodeflate=(n in deflate or "*" in deflate))
+                  max_mib=a.max_mib, autodeflate=(n in deflate or "*" in deflate),
+                  disk_mib=disks.get(n, disks.get("*", 0)))
         unknown = set(scheds) - set(g.guests) - {"*"}
         unknown |= deflate - set(g.guests) - {"*"}
+        unknown |= set(disks) - set(g.guests) - {"*"}
         if unknown:
             ap.error(f"no such guest: {', '.join(sorted(unknown))}")
         t0 = time.monotonic()

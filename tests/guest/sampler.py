@@ -17,6 +17,7 @@ The CSV has one row per guest per sample (long form), sizes in KiB:
     unused_kib  balloon.unused    (guest MemFree)
     available_kib balloon.available (guest MemTotal)
     usable_kib  balloon.usable    (guest MemAvailable)
+    disk_caches_kib balloon.disk_caches (guest Buffers + Cached + SwapCached)
     last_update balloon.last-update (epoch s of the guest's last stats sample)
     rss_kib     balloon.rss       (host RSS of the guest's QEMU)
     host_free_kib  host MemFree   (what virNodeGetMemoryStats calls "free")
@@ -50,9 +51,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from guests import DEFAULT_PREFIX, DEFAULT_URI, GuestError, balloon_stats  # noqa: E402
 
 FIELDS = ["ts", "t", "guest", "actual_kib", "unused_kib", "available_kib", "usable_kib",
-          "last_update", "rss_kib", "host_free_kib", "host_avail_kib"]
+          "last_update", "rss_kib", "host_free_kib", "host_avail_kib", "disk_caches_kib"]
 _STAT_OF = {"actual_kib": "current", "unused_kib": "unused", "available_kib": "available",
-            "usable_kib": "usable", "last_update": "last-update", "rss_kib": "rss"}
+            "usable_kib": "usable", "last_update": "last-update", "rss_kib": "rss",
+            "disk_caches_kib": "disk_caches"}
 
 
 def host_meminfo() -> Dict[str, int]:

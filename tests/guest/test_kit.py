@@ -55,7 +55,7 @@ class MemdemandTest(unittest.TestCase):
                 if ln.startswith("memdemand t=")]
         self.assertIn(20, held)
         self.assertLessEqual(max(held), 20)
-        phases = {ln.split("phase=")[1] for ln in lines if "phase=" in ln}
+        phases = {ln.split("phase=")[1].split()[0] for ln in lines if "phase=" in ln}
         self.assertTrue({"ramp", "hold"} <= phases, phases)
         steps = [ln for ln in lines if ln.startswith("memdemand: step ")]
         self.assertEqual(len(steps), 7)
@@ -65,9 +65,33 @@ class MemdemandTest(unittest.TestCase):
         ts = [int(ln.split("t=")[1].split()[0]) for ln in lines if ln.startswith("memdemand t=")]
         self.assertEqual(ts, [0, 1, 2, 3])
 
+    def test_cache_steps(self):
+        # A file stands in for the guest's /dev/vda: 8 MiB, so 20 MiB of reads wrap around.
+        disk = os.path.join(self.tmp, "disk.img")
+        with open(disk, "wb") as f:
+            f.write(os.urandom(8 * 1024 * 1024))
+        p = subprocess.run([self.exe, "ramp:4:0.5,cache:20:1.5,hold:1.8,uncache,cache:3,idle:1.2"],
+                           stdout=subprocess.PIPE, text=True, timeout=20,
+                           env=dict(os.environ, MEMDEMAND_DISK=disk))
+        lines = p.stdout.splitlines()
+        self.assertEqual(p.returncode, 0, lines)
+        self.assertEqual(lines[-1], "memdemand: done")
+        rep = [dict(kv.split("=") for kv in ln.split()[1:]) for ln in lines if ln.startswith("memdemand t=")]
+        cache = [int(r["cache_mib"]) for r in rep]
+        self.assertIn(20, cache)                                  # read all of it, wrapping
+        self.assertLessEqual(max(cache), 20)
+        self.assertEqual(cache[-1], 3)                            # uncache starts again at 0
+        self.assertEqual({int(r["held_mib"]) for r in rep if r["phase"] == "hold"}, {4})
+        # No disk: said once a second, nothing counted as read, the schedule still ends.
+        p = subprocess.run([self.exe, "cache:10:1,idle:0.5"], stdout=subprocess.PIPE, text=True,
+                           timeout=20, env=dict(os.environ, MEMDEMAND_DISK=os.path.join(self.tmp, "no")))
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("memdemand: disk: No such file or directory", p.stdout)
+        self.assertNotIn("cache_mib=1", p.stdout)
+
     def test_bad_schedules(self):
         for bad in ("ramp:10", "jump", "jump:10X", "idle,hold:3", "sleep:3", "free:1",
-                    "hold:1:2", "to:5:-1"):
+                    "hold:1:2", "to:5:-1", "cache", "cache:+5", "cache:5:1:2", "uncache:1"):
             rc, lines = self.run_md(bad)
             self.assertEqual(rc, 2, bad)
             self.assertTrue(lines[-1].startswith("memdemand: error"), lines)
@@ -76,7 +100,7 @@ class MemdemandTest(unittest.TestCase):
 
     def test_parsers_agree(self):
         for sched in ("idle:20,ramp:400:40,hold:30,free,idle:60", "jump:1G,to:+100:5,to:-50:2",
-                      "to:300M:2.5,hold", "idle", ""):
+                      "to:300M:2.5,hold", "idle", "", "jump:50,cache:1500:30,uncache,cache:1G,hold"):
             py = G.parse_schedule(sched)
             # Compare with memdemand's normalised "schedule" line for the schedule itself.
             p = subprocess.Popen([self.exe, sched], stdout=subprocess.PIPE, text=True)
@@ -134,6 +158,22 @@ class GuestsTest(unittest.TestCase):
                          os.path.join(self.tmp, "con", "mc-1.log"))
         self.assertIsNone(root.find("devices/disk"))
         self.assertIsNone(root.find("devices/interface"))
+
+    def test_disk(self):
+        g = G.Guests(self.tmp, os.path.join(self.tmp, "con"))
+        n = g.add("d", schedule="idle:5,cache:300:10", disk_mib=2048)
+        root = ET.fromstring(g.domain_xml(g.guests[n]))
+        d = root.find("devices/disk")
+        self.assertEqual((d.get("type"), d.get("device")), ("file", "disk"))
+        self.assertEqual((d.find("driver").get("name"), d.find("driver").get("type")), ("qemu", "raw"))
+        self.assertEqual(d.find("source").get("file"), os.path.join(self.tmp, "con", "mc-d.img"))
+        self.assertEqual((d.find("target").get("dev"), d.find("target").get("bus")), ("vda", "virtio"))
+        steps = G.parse_schedule("idle:5,jump:40,cache:300:10,uncache,cache:1G,hold:2")
+        self.assertEqual([(t, k, m) for t, k, m, _ in steps],
+                         [(0, "idle", 0), (5, "jump", 40), (5, "cache", 40), (15, "uncache", 40),
+                          (15, "cache", 40), (15, "hold", 40)])
+        self.assertEqual(G.schedule_duration("idle:5,cache:300:10,idle:3"), 18)
+        self.assertEqual(G.cache_size_mib("cache:1G:3"), 1024)
 
     def test_add_rejects(self):
         g = G.Guests(self.tmp, self.tmp)
