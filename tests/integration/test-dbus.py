@@ -485,6 +485,11 @@ class PolicyTest(BusTestCase):
             (INVALID_ARGUMENT, "SetDomainLimits", ["string:vm1", "uint64:%d" % GIB, "uint64:%d" % (512 * MIB),
                                                    "uint32:0"]),
             (INVALID_ARGUMENT, "SetDomainLimits", ["string:vm1", "uint64:0", "uint64:0", "uint32:10001"]),
+            # A max below the floor: the default minimum (256M), or the guest's own.
+            (INVALID_ARGUMENT, "SetDomainLimits", ["string:vm1", "uint64:0", "uint64:512", "uint32:0"]),
+            (INVALID_ARGUMENT, "SetDomainLimits", ["string:vm1", "uint64:0", "uint64:%d" % (200 * MIB), "uint32:0"]),
+            (INVALID_ARGUMENT, "SetDomainLimits", ["string:vm1", "uint64:%d" % (300 * MIB),
+                                                   "uint64:%d" % (299 * MIB), "uint32:0"]),
             (NO_SUCH_DOMAIN, "SetDomainLimits", ["string:no-such-vm", "uint64:0", "uint64:0", "uint32:0"]),
             (NO_SUCH_DOMAIN, "SetDomainExcluded", ["string:no-such-vm", "boolean:true"]),
         ]

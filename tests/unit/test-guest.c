@@ -219,6 +219,44 @@ static void test_target_landed_and_given_up(void)
         mc_guest_clear(&g);
 }
 
+/* Excluding a guest keeps its grant in flight: the memory is still on its way to it and must
+ * not be granted again to another guest (the host floor would be crossed). */
+static void test_excluded_keeps_grant(void)
+{
+        McGuest g;
+        Clock c;
+
+        guest_new(&g, &c);
+        step(&g, &c, reading(MIB(512), MIB(50), 0));
+        mc_guest_target_set(&g, MIB(512), MIB(612), MC_REASON_GRANT, c.mono, 1);
+        mc_guest_set_excluded(&g, true);
+        g_assert_cmpint(g.status, ==, MC_GUEST_EXCLUDED);
+        g_assert_cmpuint(g.last_target_kib, ==, MIB(612));
+        step(&g, &c, reading(MIB(530), MIB(60), 0));
+        g_assert_cmpuint(g.last_target_kib, ==, MIB(612));
+
+        /* The policy counts it as committed: with 100 MiB above H, of which this grant's 82
+         * are still in flight, another guest is given 18, not 100. */
+        McGuest other;
+        guest_new(&other, &c);
+        step(&other, &c, reading(MIB(1024), MIB(40), 0));
+        other.has_prev = true;
+        other.prev_unused_kib = MIB(60);
+        const McGuest *both[] = { &g, &other };
+        McPolicySettings s = mc_policy_defaults;
+        s.kind = MC_POLICY_SEED;
+        McPolicyInput in = { .host_free_kib = s.host_threshold_kib + MIB(100), .now_mono_usec = c.mono,
+                             .interval_usec = SEC(1) };
+        McDecision d[2];
+        McPolicySummary sum;
+        ssize_t n = mc_policy_run(&s, &in, both, 2, d, NULL, &sum);
+        g_assert_cmpint(n, ==, 1);
+        g_assert_cmpuint(d[0].guest, ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) + MIB(18));
+        mc_guest_clear(&g);
+        mc_guest_clear(&other);
+}
+
 static void test_stuck(void)
 {
         McGuest g;
@@ -458,6 +496,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/guest/init-and-names", test_init_and_names);
         g_test_add_func("/guest/status", test_status);
         g_test_add_func("/guest/target-landed-and-given-up", test_target_landed_and_given_up);
+        g_test_add_func("/guest/excluded-keeps-grant", test_excluded_keeps_grant);
         g_test_add_func("/guest/stuck", test_stuck);
         g_test_add_func("/guest/moved-by-guest", test_moved_by_guest);
         g_test_add_func("/guest/rate", test_rate);
