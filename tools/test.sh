@@ -8,6 +8,7 @@
 # cannot keep old options. A suite that skips (exit 77: not root, a tool missing) fails the run:
 # every suite here is expected to run. MC_ALLOW_SKIP=1 lets skips through (say so if you use it).
 # FUZZ=0 leaves out the fuzzers; FUZZ_SECONDS sets how long each runs (default 20).
+# VALGRIND=0 leaves out the memcheck run of memcoordd on the simulator.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -52,4 +53,12 @@ if [ "${FUZZ:-1}" != 0 ]; then
     ninja -C "$fuzzdir"
     meson test -C "$fuzzdir" --print-errorlogs --suite fuzz
     check_skips "$fuzzdir"
+fi
+
+# memcoordd under valgrind's memcheck on the simulator, in a build without sanitizers.
+if [ "${VALGRIND:-1}" != 0 ]; then
+    vgdir=${VALGRIND_BUILDDIR:-build-valgrind}
+    setup "$vgdir" -Db_sanitize=none -De2e=false -Dfuzz=false
+    ninja -C "$vgdir" daemon/memcoordd
+    tests/valgrind/memcheck-sim.sh "$vgdir/daemon/memcoordd" "$top" "$vgdir/memcheck" 20
 fi
