@@ -497,6 +497,51 @@ static bool over_commit_coming(const Work *w, size_t n, uint64_t avail)
         return demand > (double) avail;
 }
 
+/*
+ * A crunch: first what brings each needy guest back to T (its urgent need), then, with what is
+ * left, the reserves above T in the crunch order. Urgent needs that do not all fit are shared
+ * while shares keep everyone at T/2 or more, else served whole in order. A reserve is never
+ * paid for with another guest's urgent need.
+ */
+static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
+                           uint64_t avail, uint64_t *given)
+{
+        Work *urgent = malloc((n > 0 ? n : 1) * sizeof(Work));
+        uint64_t total = 0, got = 0;
+        int r = 0;
+
+        if (!urgent)
+                return -ENOMEM;
+        memcpy(urgent, w, n * sizeof(Work));
+        for (size_t i = 0; i < n; i++) {
+                urgent[i].need_kib = min_u64(w[i].urgent_kib, w[i].need_kib);
+                total += urgent[i].need_kib;
+        }
+        if (total > avail) {
+                if (crunch_shared_survivably(s, n, urgent, avail))
+                        got = share_by_weight(n, urgent, avail);
+                else
+                        r = serve_in_order(guests, n, urgent, avail, &got);
+        } else
+                got = share_by_weight(n, urgent, total);
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                uint64_t part = urgent[i].to_kib - w[i].to_kib;
+                w[i].to_kib += part;
+                w[i].need_kib -= min_u64(part, w[i].need_kib);
+                if (part > 0)
+                        w[i].reason = MC_REASON_CRUNCH_GRANT;
+        }
+        free(urgent);
+        *given = got;
+        if (r < 0 || got >= avail)
+                return r;
+
+        uint64_t more = 0;
+        r = serve_in_order(guests, n, w, avail - got, &more);
+        *given += more;
+        return r;
+}
+
 static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
                             size_t n, Work *w, McPolicySummary *sum)
 {
@@ -630,9 +675,7 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                                 w[i].need_kib = 0;
                         }
         } else if (adaptive) {
-                if (crunch_shared_survivably(s, n_guests, w, avail))
-                        sum.granted_kib = share_by_weight(n_guests, w, avail);
-                else if (serve_in_order(guests, n_guests, w, avail, &sum.granted_kib) < 0) {
+                if (crunch_adaptive(s, guests, n_guests, w, avail, &sum.granted_kib) < 0) {
                         free(w);
                         return -ENOMEM;
                 }
