@@ -556,9 +556,14 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 /* A consuming guest is about to need what would be claimed. */
                 if (w[i].rate_kib_s > 0)
                         continue;
-                /* No claim straight after a grant, in a crunch or not: the opposite move back to
-                 * back is the ping-pong of a cyclic load. */
+                /* No claim straight after a grant: the opposite move back to back is the
+                 * ping-pong of a cyclic load. In a crunch a guest granted memory within the hold
+                 * is a consumer, not a donor (what it is claimed it needs again at once), unless
+                 * its demand is falling: a workload that ended, or that its kernel killed. */
                 if (recently_granted(in, g, FLIP_GUARD_USEC))
+                        continue;
+                if (sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
+                    g->use_rate_kib_s > -RATE_STEADY_KIB_S)
                         continue;
 
                 uint64_t keep = sum->crunch ? T : 2 * T;
