@@ -499,7 +499,7 @@ static bool over_commit_coming(const Work *w, size_t n, uint64_t avail)
 
 /*
  * A crunch: first what brings each needy guest back to T (its urgent need), then, with what is
- * left, the reserves above T in the crunch order. Urgent needs that do not all fit are shared
+ * left, the reserves above T, shared by weight. Urgent needs that do not all fit are shared
  * while shares keep everyone at T/2 or more, else served whole in order. A reserve is never
  * paid for with another guest's urgent need.
  */
@@ -536,9 +536,8 @@ static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *gues
         if (r < 0 || got >= avail)
                 return r;
 
-        uint64_t more = 0;
-        r = serve_in_order(guests, n, w, avail - got, &more);
-        *given += more;
+        /* Reserves from what is left, shared: none is paid in full while another runs short. */
+        *given += share_by_weight(n, w, avail - got);
         return r;
 }
 
