@@ -472,7 +472,8 @@ static int triage(const McGuest *const *guests, size_t n, Work *w, uint64_t avai
         for (size_t j = 0; j < k; j++) {
                 Work *x = &w[order[j].i];
                 double demand = (double) x->need_kib + x->rate_kib_s * (double) TRIAGE_LOOKAHEAD_USEC / 1e6;
-                uint64_t amount = demand <= left ? x->need_kib : x->urgent_kib;
+                /* The first in the order is ahead of everyone: all it needs. */
+                uint64_t amount = j == 0 || demand <= left ? x->need_kib : x->urgent_kib;
 
                 amount = min_u64(amount, avail);
                 left -= demand <= left ? demand : (double) amount;
