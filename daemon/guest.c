@@ -116,7 +116,11 @@ static bool memtotal_follows_balloon(const McGuest *g, uint64_t band)
 
 static uint64_t used_kib(const McGuest *g, uint64_t band)
 {
-        uint64_t headroom = mc_guest_headroom_kib(g);
+        /* Free memory going into page cache is no demand. MemAvailable counts only part of a
+         * small cache (less min(cache / 2, the low watermark)), so where the guest reports its
+         * caches, free + caches measures the rate; headroom itself stays MemAvailable's. */
+        uint64_t headroom =
+                g->disk_caches_kib > 0 ? g->unused_kib + g->disk_caches_kib : mc_guest_headroom_kib(g);
         uint64_t size = memtotal_follows_balloon(g, band) ? g->available_kib : g->actual_kib;
 
         return size > headroom ? size - headroom : 0;
