@@ -188,20 +188,35 @@ static int do_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int do_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+/* SetDomainLimits' arguments, sizes bounded and in KiB: both the plain and the persistent
+ * call read them here. Returns 0, or what to return from the handler. */
+static int read_domain_limits(sd_bus_message *msg, sd_bus_error *error, const char **domain,
+                              uint64_t *min_kib, uint64_t *max_kib, uint32_t *weight)
 {
-        const char *domain, *why = NULL;
         uint64_t min_bytes, max_bytes;
-        uint32_t weight;
         int r;
 
-        r = sd_bus_message_read(msg, "sttu", &domain, &min_bytes, &max_bytes, &weight);
+        r = sd_bus_message_read(msg, "sttu", domain, &min_bytes, &max_bytes, weight);
         if (r < 0)
                 return r;
         if (min_bytes > MC_SIZE_MAX_BYTES || max_bytes > MC_SIZE_MAX_BYTES)
-                return reply_error(error, -EINVAL, domain, "a size must not exceed 4 PiB");
-        r = mc_manager_set_domain_limits(userdata, domain, bytes_to_kib_up(min_bytes),
-                                         bytes_to_kib_up(max_bytes), weight, &why);
+                return reply_error(error, -EINVAL, *domain, "a size must not exceed 4 PiB");
+        *min_kib = bytes_to_kib_up(min_bytes);
+        *max_kib = bytes_to_kib_up(max_bytes);
+        return 0;
+}
+
+static int do_set_domain_limits(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *domain, *why = NULL;
+        uint64_t min_kib, max_kib;
+        uint32_t weight;
+        int r;
+
+        r = read_domain_limits(msg, error, &domain, &min_kib, &max_kib, &weight);
+        if (r != 0)
+                return r;
+        r = mc_manager_set_domain_limits(userdata, domain, min_kib, max_kib, weight, &why);
         if (r < 0)
                 return reply_error(error, r, domain, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -224,15 +239,14 @@ static int do_set_domain_excluded(sd_bus_message *msg, void *userdata, sd_bus_er
 static int do_set_domain_limits_persistent(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *domain, *why = NULL;
-        uint64_t min_bytes, max_bytes;
+        uint64_t min_kib, max_kib;
         uint32_t weight;
         int r;
 
-        r = sd_bus_message_read(msg, "sttu", &domain, &min_bytes, &max_bytes, &weight);
-        if (r < 0)
+        r = read_domain_limits(msg, error, &domain, &min_kib, &max_kib, &weight);
+        if (r != 0)
                 return r;
-        r = mc_manager_set_domain_limits_persistent(userdata, domain, bytes_to_kib_up(min_bytes),
-                                                    bytes_to_kib_up(max_bytes), weight, &why);
+        r = mc_manager_set_domain_limits_persistent(userdata, domain, min_kib, max_kib, weight, &why);
         if (r < 0)
                 return reply_error(error, r, domain, why);
         return sd_bus_reply_method_return(msg, NULL);

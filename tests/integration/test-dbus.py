@@ -532,6 +532,8 @@ class PolicyTest(BusTestCase):
             ("SetDomainLimits", ["string:vm1", "uint64:0", u64_max, "uint32:0"]),
             ("SetDomainLimits", ["string:vm1", "uint64:0", over, "uint32:0"]),
             ("SetDomainLimits", ["string:vm1", u64_max, "uint64:0", "uint32:0"]),
+            ("SetDomainLimitsPersistent", ["string:vm1", "uint64:0", over, "uint32:0"]),
+            ("SetDomainLimitsPersistent", ["string:vm1", u64_max, "uint64:0", "uint32:0"]),
         ]
         settings = self.settings()
         domains = self.domain_settings()
