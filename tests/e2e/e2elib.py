@@ -178,12 +178,45 @@ def foreign_domains(prefix: str = PREFIX, ours: Optional[List[str]] = None) -> D
     return {n: stats.get(n, {}).get("current", 0) for n in names}
 
 
+TURN_LOCK = "/var/tmp/mc-e2e-turn.lock"
+TURN_WAIT_S = 1200    # one whole scenario of another run, and some
+_turn = None          # the open lock file: held until this process exits
+
+
+def take_turn(timeout: float = TURN_WAIT_S) -> None:
+    """Real-guest runs on one host take turns: hold an flock for the rest of this process
+    (the kernel drops it when the process ends, however it ends). Waits for another run's
+    turn to end; gives up with Disturbed."""
+    global _turn
+    if _turn is not None:
+        return
+    f = open(TURN_LOCK, "w")
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _turn = f
+            return
+        except BlockingIOError:
+            pass
+        if not said:
+            log(f"waiting for another real-guest run to finish (it holds {TURN_LOCK})")
+            said = True
+        if time.monotonic() > deadline:
+            f.close()
+            raise Disturbed(f"after {timeout:.0f} s another real-guest run still holds {TURN_LOCK}")
+        time.sleep(1)
+
+
 def wait_for_quiet_host(prefix: str, timeout: float = FOREIGN_WAIT_S, check_guests: bool = True) -> None:
     """Every memcoordd moves every guest it sees, and the host budget counts every guest,
     ours or not: a run next to another memcoordd on qemu:///system, or next to other guests,
     measures something else. Called before we boot anything, so every guest running is
-    someone else's, prefixed or not (another run of these tests uses the same names). Wait
-    for them to go; give up with Disturbed."""
+    someone else's, prefixed or not (another run of these tests uses the same names). Take
+    this host's turn first (other runs of these tests wait for each other), then wait for
+    anyone else to go; give up with Disturbed."""
+    take_turn()
     deadline = time.monotonic() + timeout
     said = None
     while True:
