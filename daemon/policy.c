@@ -35,6 +35,8 @@
 /* How far ahead an over-commit is seen coming: long enough for a guest left to run short to
  * give its memory back (its workload's end or kill, then ~10 ticks of claims). */
 #define TRIAGE_LOOKAHEAD_USEC (30 * UINT64_C(1000000))
+/* The reserve of a consumer ranked above every other in an over-commit (extend_lead_reserve). */
+#define LEAD_RESERVE_USEC (12 * UINT64_C(1000000))
 
 const McPolicySettings mc_policy_defaults = {
         .kind = MC_POLICY_ADAPTIVE,
@@ -449,12 +451,16 @@ static int serve_in_order(const McGuest *const *guests, size_t n, Work *w, uint6
 }
 
 /*
- * Over-commit seen coming: what the consumers will eat over the next TRIAGE_LOOKAHEAD exceeds
- * what the host can give. Serving every need in full until the memory is gone leaves every
- * consumer at T when it is, and they all run out together. Instead, in the crunch order, a
- * guest whose need and next TRIAGE_LOOKAHEAD of demand still fit gets its whole need (its
- * reserve above T is its buffer for when the memory is gone); the others only what brings
- * them back to T. Those run short first, and what they give up then reaches the ones ahead.
+ * Over-commit seen coming (what the consumers will eat over the next TRIAGE_LOOKAHEAD exceeds
+ * what the host can give) with one consumer ranked above the others by the admin. Serving
+ * every need in full until the memory is gone leaves every consumer at its reserve when it
+ * is, and they all run out together. Instead, in the crunch order, a guest whose need and
+ * next TRIAGE_LOOKAHEAD of demand still fit gets its whole need (the ranked one always: its
+ * reserve is its buffer for when the memory is gone); the others only what brings them back
+ * to T. Those run short first, and what they give up then reaches the ones ahead. Among
+ * equal weights this is not done: a forecast from the rate cannot tell a ramp that ends in
+ * a moment from one that does not, and holding the others at T for a guest that did not
+ * need it costs them in a small shortfall (tests/sim/sweep.py: no fewer kills either).
  */
 static int triage(const McGuest *const *guests, size_t n, Work *w, uint64_t avail, uint64_t *given)
 {
@@ -489,6 +495,42 @@ static int triage(const McGuest *const *guests, size_t n, Work *w, uint64_t avai
         return 0;
 }
 
+/*
+ * When an over-commit is coming or here and the admin ranked one consumer above every other
+ * (Weight=), that guest's reserve covers LEAD_RESERVE of its demand instead of one reaction
+ * time: the others run out first, and it must outlast them until what their workloads give
+ * up (or their kernel kills) reaches it, which takes the stats period, a claim and the
+ * balloon's inflation (~5-7 s, tests/e2e/README.md). Among equal weights the crunch order is
+ * only a tie-break, and no guest is given more than its usual reserve at the others' cost: in
+ * a small shortfall that would push them towards their OOM point.
+ */
+static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w)
+{
+        size_t lead = n;
+        unsigned others_weight = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (w[i].skip || (w[i].need_kib == 0 && w[i].rate_kib_s == 0))
+                        continue;
+                if (lead == n || w[i].limits.weight > w[lead].limits.weight) {
+                        if (lead < n)
+                                others_weight = w[lead].limits.weight > others_weight ? w[lead].limits.weight
+                                                                                      : others_weight;
+                        lead = i;
+                } else if (w[i].limits.weight > others_weight)
+                        others_weight = w[i].limits.weight;
+        }
+        if (lead == n || w[lead].limits.weight <= others_weight)
+                return n;
+        uint64_t reserve = s->domain_threshold_kib + rate_cover_kib(w[lead].rate_kib_s, LEAD_RESERVE_USEC);
+        uint64_t want = sub_sat(reserve, w[lead].headroom_kib);
+        uint64_t to = min_u64(mc_guest_target_kib(guests[lead]) + want, w[lead].limits.cap_kib);
+        uint64_t need = sub_sat(to, w[lead].to_kib);
+        if (need > w[lead].need_kib)
+                w[lead].need_kib = need;
+        return lead;
+}
+
 static bool over_commit_coming(const Work *w, size_t n, uint64_t avail)
 {
         double demand = 0;
@@ -499,20 +541,96 @@ static bool over_commit_coming(const Work *w, size_t n, uint64_t avail)
 }
 
 /*
+ * Serves part[i] of each guest's need from *avail: every part if they all fit, else shared by
+ * weight, or whole in the crunch order when in_order.
+ */
+static int serve_parts(const McGuest *const *guests, size_t n, Work *w, const uint64_t *part, bool in_order,
+                       uint64_t *avail, uint64_t *given)
+{
+        Work *x = malloc((n > 0 ? n : 1) * sizeof(Work));
+        uint64_t total = 0, got = 0;
+        int r = 0;
+
+        if (!x)
+                return -ENOMEM;
+        memcpy(x, w, n * sizeof(Work));
+        for (size_t i = 0; i < n; i++) {
+                x[i].need_kib = min_u64(part[i], w[i].need_kib);
+                total += x[i].need_kib;
+        }
+        if (total <= *avail)
+                got = share_by_weight(n, x, total);
+        else if (in_order)
+                r = serve_in_order(guests, n, x, *avail, &got);
+        else
+                got = share_by_weight(n, x, *avail);
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                uint64_t amount = x[i].to_kib - w[i].to_kib;
+                if (amount == 0)
+                        continue;
+                w[i].to_kib += amount;
+                w[i].need_kib -= min_u64(amount, w[i].need_kib);
+                w[i].urgent_kib -= min_u64(amount, w[i].urgent_kib);
+                w[i].reason = MC_REASON_CRUNCH_GRANT;
+        }
+        free(x);
+        if (r < 0)
+                return r;
+        *avail -= min_u64(got, *avail);
+        *given += got;
+        return 0;
+}
+
+/*
+ * A crunch with one consumer ranked above every other (Weight=, extend_lead_reserve): first
+ * what keeps each needy guest at T/2 (the OOM point of the guests here is ~47 MiB at T = 100),
+ * whole in the crunch order when not all of it fits; then the ranked guest's whole need. The
+ * others share what is left by the usual rules.
+ */
+static int ranked_first(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w, size_t ranked,
+                        uint64_t *avail, uint64_t *given)
+{
+        uint64_t *part = calloc(n > 0 ? n : 1, sizeof(uint64_t));
+        int r;
+
+        if (!part)
+                return -ENOMEM;
+        *given = 0;
+        for (size_t i = 0; i < n; i++)
+                part[i] = sub_sat(s->domain_threshold_kib / 2, w[i].headroom_kib);
+        r = serve_parts(guests, n, w, part, true, avail, given);
+        if (r >= 0) {
+                memset(part, 0, n * sizeof(uint64_t));
+                part[ranked] = w[ranked].need_kib;
+                r = serve_parts(guests, n, w, part, true, avail, given);
+        }
+        free(part);
+        return r;
+}
+
+/*
  * A crunch: first what brings each needy guest back to T (its urgent need), then, with what is
  * left, the reserves above T, shared by weight. Urgent needs that do not all fit are shared
  * while shares keep everyone at T/2 or more, else served whole in order. A reserve is never
- * paid for with another guest's urgent need.
+ * paid for with another guest's urgent need. A guest the admin ranked above every other is
+ * served first (ranked_first).
  */
 static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
-                           uint64_t avail, uint64_t *given)
+                           size_t ranked, uint64_t avail, uint64_t *given)
 {
         Work *urgent = malloc((n > 0 ? n : 1) * sizeof(Work));
-        uint64_t total = 0, got = 0;
+        uint64_t total = 0, got = 0, first = 0;
         int r = 0;
 
         if (!urgent)
                 return -ENOMEM;
+        if (ranked < n) {
+                r = ranked_first(s, guests, n, w, ranked, &avail, &first);
+                if (r < 0) {
+                        free(urgent);
+                        return r;
+                }
+        }
         memcpy(urgent, w, n * sizeof(Work));
         for (size_t i = 0; i < n; i++) {
                 urgent[i].need_kib = min_u64(w[i].urgent_kib, w[i].need_kib);
@@ -533,7 +651,7 @@ static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *gues
                         w[i].reason = MC_REASON_CRUNCH_GRANT;
         }
         free(urgent);
-        *given = got;
+        *given = first + got;
         if (r < 0 || got >= avail)
                 return r;
 
@@ -666,7 +784,10 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                 }
 
         sum.crunch = sum.need_total_kib > avail || deficit;
-        if (!sum.crunch && adaptive && over_commit_coming(w, n_guests, avail)) {
+        size_t ranked = n_guests;
+        if (adaptive && (sum.crunch || over_commit_coming(w, n_guests, avail)))
+                ranked = extend_lead_reserve(s, guests, n_guests, w);
+        if (!sum.crunch && ranked < n_guests) {
                 if (triage(guests, n_guests, w, avail, &sum.granted_kib) < 0) {
                         free(w);
                         return -ENOMEM;
@@ -680,7 +801,7 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                                 w[i].need_kib = 0;
                         }
         } else if (adaptive) {
-                if (crunch_adaptive(s, guests, n_guests, w, avail, &sum.granted_kib) < 0) {
+                if (crunch_adaptive(s, guests, n_guests, w, ranked, avail, &sum.granted_kib) < 0) {
                         free(w);
                         return -ENOMEM;
                 }

@@ -43,14 +43,15 @@ IDLE_BAND_MIB = (25, 5)  # idle guests settle at 2T: one claim on a stale readin
 
 class Case:
     def __init__(self, name, family, text, consumers=(), cache_readers=(), idle=(), settle=None,
-                 max_free_mib=None, oom_free=True, crunch=False):
+                 max_free_mib=None, oom_free=True, crunch=False, ranked=None):
         self.name, self.family, self.text = name, family, text
         self.consumers = list(consumers)      # below T, OOM, returned checks
         self.cache_readers = list(cache_readers)
         self.idle = list(idle)                # settle at the idle reserve
         self.max_free_mib = max_free_mib      # the workload's freed MiB (for the physical bound)
         self.oom_free = oom_free              # adaptive must have no OOM kill
-        self.crunch = crunch                  # over-committed: adaptive needs fewer kills than seed
+        self.crunch = crunch                  # over-committed: kills counted beside equal shares'
+        self.ranked = ranked                  # the guest the admin ranked first (Weight=): it must live
 
 
 def scenario(desc, guests, budget=None, host="", duration=None):
@@ -107,6 +108,12 @@ def cases():
             out.append(Case(f"crunch-{budget}-{stagger}", "over-committed",
                             scenario(f"three guests want 1.1 GiB each, budget {budget} MiB", g, budget=budget),
                             oom_free=False, crunch=True))
+            # The same with one guest ranked above the others by the admin: adaptive keeps it
+            # alive; equal shares (by weight) let all three run out together.
+            out.append(Case(f"ranked-{budget}-{stagger}", "over-committed, ranked",
+                            scenario(f"three guests want 1.1 GiB each, budget {budget} MiB, c2 ranked first",
+                                     g + "[Domain c2]\nWeight=300\n", budget=budget),
+                            oom_free=False, crunch=True, ranked="c2"))
     return out
 
 
@@ -162,6 +169,8 @@ def check(case, a, s):
             problems.append(f"{name}: returned {ret:.0f} % within 60 s")
         if g["reversals_per_min"] > MAX_REVERSALS_PER_MIN:
             problems.append(f"{name}: {g['reversals_per_min']:.2f} reversals per minute")
+    if case.ranked and guest(a, case.ranked)["oom_kills"]:
+        problems.append(f"{case.ranked}: ranked first by the admin, yet OOM-killed")
     for name in case.cache_readers:
         g = guest(a, name)
         start = first_actual(a, name)
@@ -212,6 +221,7 @@ def main():
     lines = [header]
     failures = 0
     crunch_kills = {"adaptive": 0, "seed": 0}
+    ranked_kills = {"adaptive": 0, "seed": 0}
     with tempfile.TemporaryDirectory(prefix="mc-sweep-") as tmp:
         for case in cases():
             if args.k and args.k not in case.name:
@@ -223,8 +233,9 @@ def main():
             s = run(args.sim, path, "seed", os.path.join(tmp, case.name + "-s.csv"))
             problems = check(case, a, s)
             if case.crunch:
-                crunch_kills["adaptive"] += sum(g["oom_kills"] for g in a["guests"])
-                crunch_kills["seed"] += sum(g["oom_kills"] for g in s["guests"])
+                kills = ranked_kills if case.ranked else crunch_kills
+                kills["adaptive"] += sum(g["oom_kills"] for g in a["guests"])
+                kills["seed"] += sum(g["oom_kills"] for g in s["guests"])
             failures += bool(problems)
             sa, ss = summary(a, case), summary(s, case)
             pair = lambda k, f: f"{f(ss[k])} / {f(sa[k])}"
@@ -234,12 +245,20 @@ def main():
                          f"{pair('sum', num)} | {'ok' if not problems else 'FAIL'} |")
             for p in problems:
                 print(f"# {case.name}: {p}")
-    # Reported, not asserted: adaptive does not beat equal shares here (README, "The policy
-    # sweep").
-    print(f"# over-committed: {crunch_kills['adaptive']} OOM kills under adaptive, "
+    # Ranked by the admin: fewer kills than equal shares, asserted (with the ranked guest alive
+    # in every run, in check()). Equal weights: reported, not asserted; among equals no guest
+    # is favoured beyond its usual reserve (README, "The policy sweep").
+    if ranked_kills["adaptive"] >= ranked_kills["seed"] and ranked_kills["seed"] > 0:
+        print(f"# over-committed, ranked: {ranked_kills['adaptive']} OOM kills under adaptive, not fewer "
+              f"than the {ranked_kills['seed']} of equal shares")
+        failures += 1
+    print(f"# over-committed, ranked: {ranked_kills['adaptive']} OOM kills under adaptive, "
+          f"{ranked_kills['seed']} with shares by weight (asserted: fewer)")
+    print(f"# over-committed, equal weights: {crunch_kills['adaptive']} OOM kills under adaptive, "
           f"{crunch_kills['seed']} with equal shares (reported, not asserted)")
-    lines.append(f"\nOver-committed runs, OOM kills in all: seed (equal shares) {crunch_kills['seed']}, "
-                 f"adaptive {crunch_kills['adaptive']}.")
+    lines.append(f"\nOver-committed runs, OOM kills in all: one guest ranked first, seed (shares by weight) "
+                 f"{ranked_kills['seed']}, adaptive {ranked_kills['adaptive']}; equal weights, seed (equal "
+                 f"shares) {crunch_kills['seed']}, adaptive {crunch_kills['adaptive']}.")
     table = "\n".join(lines)
     print(table)
     if args.markdown:

@@ -1755,12 +1755,19 @@ static void test_adaptive_crunch_order(void)
         for (size_t i = 0; i < 3; i++)
                 g_assert_cmpuint(decision_to(d, n, i), ==, MIB(1024) + MIB(50));
 
-        /* Weight first. */
+        /* Weight first. A guest ranked above every other is served first, but only after
+         * what keeps each at T/2, in the crunch order: 50 MiB to it, the last 10 to the next
+         * (the UUID tie-break), nothing to the third. */
         g[2].weight = 200;
         n = adaptive_run(&s, H_KIB + MIB(60), g, 3, d, short_kib, &sum);
-        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(60));
+        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(50));
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(10));
         g_assert_null(find_decision(d, n, 0));
-        g_assert_null(find_decision(d, n, 1));
+        /* With 300 MiB: everyone's T/2 (50 + 30 + 40), then the ranked guest's whole need
+         * (200, of which 50 given), the 30 left shared by the others' urgent needs. */
+        n = adaptive_run(&s, H_KIB + MIB(300), g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + MIB(200));
+        g_assert_cmpuint(decision_to(d, n, 1) + decision_to(d, n, 0), ==, 2 * MIB(1024) + MIB(100));
 
         /* The seed shares equally, however deep. */
         McPolicySettings seed = seed_defaults;
@@ -1772,8 +1779,10 @@ static void test_adaptive_crunch_order(void)
         g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(30));
 }
 
-/* An over-commit seen coming: the consumers' next 30 s do not fit. The first in the crunch
- * order gets its whole need, reserve included; the others only what brings them back to T. */
+/* An over-commit seen coming: the consumers' next 30 s do not fit. Among equal weights nobody
+ * is favoured: each gets its usual need. A guest the admin ranked above the others gets a
+ * reserve for LEAD_RESERVE (12 s) of its demand, the others only what brings them back to T
+ * while that reserve and their next 30 s do not fit. */
 static void test_adaptive_triage(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -1782,7 +1791,7 @@ static void test_adaptive_triage(void)
 
         /* Both at 90 MiB of headroom eating 20 MiB/s (80 MiB by now): need 100 + 80 - 80 =
          * 100 MiB each, of which 2 x 20 MiB to get back to T; with their next 30 s, 700 MiB
-         * each. 1000 MiB to give: both needs fit now, and the first one's next 30 s. */
+         * each. 1000 MiB to give: both needs fit now. */
         McGuest g[2] = { adaptive_guest(MIB(1024), MIB(90), RATE_MIB_S(20)),
                          adaptive_guest(MIB(1024), MIB(90), RATE_MIB_S(20)) };
         g[0].uuid[35] = 'b';
@@ -1791,10 +1800,18 @@ static void test_adaptive_triage(void)
         g_assert_false(sum.crunch);
         g_assert_cmpint(n, ==, 2);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
-        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(40));
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(100));
 
-        /* Room for both over the next 30 s: both get all they need. */
-        n = adaptive_run(&s, H_KIB + MIB(1400), g, 2, d, NULL, &sum);
+        /* The second ranked first: 100 + 20 x 12 - 80 = 260 MiB to it; 1000 - 260 - 600 = 140
+         * MiB left for the other's 700: only its way back to T (40). */
+        g[1].weight = 200;
+        n = adaptive_run(&s, H_KIB + MIB(1000), g, 2, d, NULL, &sum);
+        g_assert_false(sum.crunch);
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(260));
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(40));
+
+        /* Room for both over the next 30 s: no over-commit, the usual needs. */
+        n = adaptive_run(&s, H_KIB + MIB(2000), g, 2, d, NULL, &sum);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
         g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(100));
 }
