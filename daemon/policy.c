@@ -587,8 +587,8 @@ static int serve_parts(const McGuest *const *guests, size_t n, Work *w, const ui
  * whole in the crunch order when not all of it fits; then the ranked guest's whole need. The
  * others share what is left by the usual rules.
  */
-static int ranked_first(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w, size_t ranked,
-                        uint64_t *avail, uint64_t *given)
+static int ranked_first(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
+                        size_t ranked, uint64_t *avail, uint64_t *given)
 {
         uint64_t *part = calloc(n > 0 ? n : 1, sizeof(uint64_t));
         int r;

@@ -978,12 +978,12 @@ typedef struct Sim {
         uint64_t host_free;
         size_t n;
         McGuest g[SIM_MAX];
-        uint64_t eat[SIM_MAX];   /* what the guest's workload takes per tick */
-        bool greedy[SIM_MAX];    /* eats what is left when short; allowed only where nothing more could
-                                  * be given (see sim_step), and counted in short_ticks */
+        uint64_t eat[SIM_MAX];         /* what the guest's workload takes per tick */
+        bool greedy[SIM_MAX];          /* eats what is left when short; allowed only where nothing more could
+                                        * be given (see sim_step), and counted in short_ticks */
         unsigned short_ticks[SIM_MAX]; /* ticks a greedy guest got less than it wanted */
         bool short_unchecked;          /* report a greedy guest's shortfall, do not assert on it */
-        uint64_t lag_step;       /* 0: decisions land at once; else the balloon moves this much per tick */
+        uint64_t lag_step; /* 0: decisions land at once; else the balloon moves this much per tick */
         unsigned tick;
         unsigned decisions; /* all decisions so far */
         unsigned grants_to[SIM_MAX];
@@ -1126,8 +1126,9 @@ static ssize_t sim_step(Sim *sim)
          * above H less what was in flight, and the budget less what was committed. */
         uint64_t room = host_free_before > H + in_flight ? host_free_before - H - in_flight : 0;
         if (sim->s.host_budget_kib > 0)
-                room = MIN(room, sim->s.host_budget_kib > committed_before ? sim->s.host_budget_kib - committed_before
-                                                                           : 0);
+                room = MIN(room, sim->s.host_budget_kib > committed_before
+                                         ? sim->s.host_budget_kib - committed_before
+                                         : 0);
 
         /* What every workload will miss this tick. */
         uint64_t short_total = 0;
@@ -1144,7 +1145,8 @@ static ssize_t sim_step(Sim *sim)
                 g->prev_unused_kib = reading[i];
                 if (g->unused_kib < eat)
                         g_test_message("tick %u: guest %zu has %" PRIu64 " KiB unused, wants %" PRIu64
-                                       ", room %" PRIu64, sim->tick, i, g->unused_kib, eat, room);
+                                       ", room %" PRIu64,
+                                       sim->tick, i, g->unused_kib, eat, room);
                 if (sim->greedy[i] && g->unused_kib < eat) {
                         uint64_t wanted = eat - g->unused_kib;
                         bool at_cap = MAX(g->actual_kib, g->last_target_kib) + wanted > mc_guest_cap_kib(g);
