@@ -324,6 +324,7 @@ class Host:
         return dict(os.environ, MC_PREFIX=self.prefix)
 
     def start_libvirt(self) -> None:
+        take_turn()  # before libvirtd: another run's teardown may stop the one it started
         os.makedirs(self.state, exist_ok=True)
         before = os.path.exists(os.path.join(self.state, "libvirtd.started"))
         p = subprocess.run([os.path.join(GUEST_DIR, "libvirt-host.sh"), "start", self.state],
