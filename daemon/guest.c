@@ -21,6 +21,9 @@
 /* The peak rate decays by this share per second: a cyclic load is remembered for ~30 s. */
 #define PEAK_DECAY_PER_SEC 0.03
 
+/* How long the most a guest used lately is remembered (the policy's hold on a cyclic load). */
+#define PEAK_USED_USEC (30 * UINT64_C(1000000))
+
 /* libvirt's actual shows a balloon change ~1 s late, after a landing of up to 1.6 s. */
 #define LAG_SETTLE_USEC (3 * UINT64_C(1000000))
 
@@ -175,6 +178,11 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
         if (g->use_rate_kib_s > g->peak_rate_kib_s)
                 g->peak_rate_kib_s = g->use_rate_kib_s;
 keep:
+        /* The most it used lately: a new high, or what it uses now once that one is old. */
+        if (used >= g->peak_used_kib || ctx->now_mono_usec >= g->peak_used_usec + PEAK_USED_USEC) {
+                g->peak_used_kib = used;
+                g->peak_used_usec = ctx->now_mono_usec;
+        }
         g->frozen = false;
         g->sample_stamp = g->last_update_seen;
         g->sample_mono_usec = ctx->now_mono_usec;

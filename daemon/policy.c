@@ -660,11 +660,39 @@ static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *gues
         return r;
 }
 
+/*
+ * What a guest that needed memory lately keeps above 2T before anything is claimed, shrinking
+ * to nothing over GRANT_HOLD: after a grant, its peak rate over the reaction time; after its
+ * use fell, what it used at its high (a cyclic load wants it back within a cycle: claiming it
+ * is the ping-pong). A workload that ended for good gets it all back within GRANT_HOLD plus
+ * a few claims.
+ */
+static uint64_t hold_kib(const McPolicyInput *in, const McGuest *g)
+{
+        uint64_t hold = 0;
+
+        if (recently_granted(in, g, GRANT_HOLD_USEC)) {
+                double left = 1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
+                hold = rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
+        }
+        if (g->peak_used_usec > 0 && in->now_mono_usec < g->peak_used_usec + GRANT_HOLD_USEC &&
+            g->peak_used_kib > g->sample_used_kib) {
+                double left = 1.0 - (double) (in->now_mono_usec - g->peak_used_usec) / GRANT_HOLD_USEC;
+                hold = max_u64(hold, (uint64_t) ((double) (g->peak_used_kib - g->sample_used_kib) * left));
+        }
+        return hold;
+}
+
 static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
                             size_t n, Work *w, McPolicySummary *sum)
 {
         uint64_t T = s->domain_threshold_kib;
+        /* A guest left short this tick: what others hold for a load that may come back goes
+         * to it instead (a workload that ended, or that its kernel killed, is not held for). */
+        bool wanted = false;
 
+        for (size_t i = 0; i < n; i++)
+                wanted = wanted || w[i].need_kib > 0;
         for (size_t i = 0; i < n; i++) {
                 const McGuest *g = guests[i];
 
@@ -685,12 +713,8 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                         continue;
 
                 uint64_t keep = sum->crunch ? T : 2 * T;
-                if (!sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC)) {
-                        /* The hold's reserve shrinks to nothing over the hold. */
-                        double left =
-                                1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
-                        keep += rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
-                }
+                if (!sum->crunch && !wanted)
+                        keep += hold_kib(in, g);
                 /* Never more than the reading itself shows, less the claim in flight: the
                  * claim fraction holds against the freshest figure too. */
                 uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));

@@ -245,7 +245,8 @@ static void test_excluded_keeps_grant(void)
         const McGuest *both[] = { &g, &other };
         McPolicySettings s = mc_policy_defaults;
         s.kind = MC_POLICY_SEED;
-        McPolicyInput in = { .host_free_kib = s.host_threshold_kib + MIB(100), .now_mono_usec = c.mono,
+        McPolicyInput in = { .host_free_kib = s.host_threshold_kib + MIB(100),
+                             .now_mono_usec = c.mono,
                              .interval_usec = SEC(1) };
         McDecision d[2];
         McPolicySummary sum;
@@ -396,6 +397,31 @@ static void test_rate(void)
         mc_guest_clear(&g);
 }
 
+/* The most the guest used lately: kept while its use falls, forgotten after 30 s. */
+static void test_peak_use(void)
+{
+        McGuest g;
+        Clock c;
+        uint64_t actual = MIB(1024), size = actual - MIB(20);
+
+        guest_new(&g, &c);
+        step(&g, &c, reading(actual, MIB(600), 0));
+        g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(600));
+        /* Up 300 MiB, then freed: the high stands, with the time it was last seen. */
+        step(&g, &c, reading(actual, MIB(300), 0));
+        uint64_t high_at = c.mono;
+        g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(300));
+        step(&g, &c, reading(actual, MIB(600), 0));
+        g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(300));
+        g_assert_cmpuint(g.peak_used_usec, ==, high_at);
+        g_assert_cmpuint(g.sample_used_kib, ==, size - MIB(600));
+        /* 30 s on: what it uses now. */
+        while (c.mono < high_at + SEC(30))
+                step(&g, &c, reading(actual, MIB(600), 0));
+        g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(600));
+        mc_guest_clear(&g);
+}
+
 static void test_headroom_and_cache(void)
 {
         McGuest g = { .unused_kib = MIB(80), .usable_kib = MIB(700), .disk_caches_kib = MIB(690) };
@@ -500,6 +526,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/guest/stuck", test_stuck);
         g_test_add_func("/guest/moved-by-guest", test_moved_by_guest);
         g_test_add_func("/guest/rate", test_rate);
+        g_test_add_func("/guest/peak-use", test_peak_use);
         g_test_add_func("/guest/headroom-and-cache", test_headroom_and_cache);
         g_test_add_func("/guest/limits", test_limits);
         g_test_add_func("/guest/backoff", test_backoff);

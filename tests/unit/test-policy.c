@@ -1707,6 +1707,36 @@ static void test_adaptive_hysteresis(void)
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
 }
 
+/* A guest whose use fell keeps what it used at its high for a while, shrinking over 30 s: a
+ * cyclic load wants it back. Unless another guest is short of it. */
+static void test_adaptive_hold_peak_use(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[2];
+
+        /* 350 MiB free; it used 300 MiB more 10 s ago: 2T + 300 x 2/3 = 400 kept, no claim. */
+        McGuest g = adaptive_guest(MIB(2048), MIB(350), 0);
+        g.sample_used_kib = MIB(500);
+        g.peak_used_kib = MIB(800);
+        g.peak_used_usec = SEC_AGO(10);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        /* 25 s ago: 2T + 50 = 250 kept, 10 % of 350 claimed. */
+        g.peak_used_usec = SEC_AGO(25);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(35));
+        /* 35 s ago: forgotten. */
+        g.peak_used_usec = SEC_AGO(35);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+
+        /* 10 s ago again, but another guest is short and the host has nothing to give: the
+         * held memory goes to it. */
+        McGuest two[2] = { g, adaptive_guest(MIB(1024), MIB(60), 0) };
+        two[0].peak_used_usec = SEC_AGO(10);
+        ssize_t n = adaptive_run(&s, H_KIB, two, 2, d, NULL, NULL);
+        g_assert_cmpint(n, ==, 1);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(2048) - MIB(35));
+}
+
 static void test_adaptive_crunch_order(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -1887,6 +1917,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/adaptive/rate", test_adaptive_rate);
         g_test_add_func("/policy/adaptive/page-cache", test_adaptive_page_cache);
         g_test_add_func("/policy/adaptive/hysteresis", test_adaptive_hysteresis);
+        g_test_add_func("/policy/adaptive/hold-peak-use", test_adaptive_hold_peak_use);
         g_test_add_func("/policy/adaptive/crunch-order", test_adaptive_crunch_order);
         g_test_add_func("/policy/adaptive/triage", test_adaptive_triage);
         g_test_add_func("/policy/adaptive/skips", test_adaptive_skips);
