@@ -509,18 +509,19 @@ static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *cons
         size_t lead = n;
         unsigned others_weight = 0;
 
-        for (size_t i = 0; i < n; i++) {
-                if (w[i].skip || (w[i].need_kib == 0 && w[i].rate_kib_s == 0))
-                        continue;
-                if (lead == n || w[i].limits.weight > w[lead].limits.weight) {
-                        if (lead < n)
-                                others_weight = w[lead].limits.weight > others_weight ? w[lead].limits.weight
-                                                                                      : others_weight;
+        /* The heaviest consumer ... */
+        for (size_t i = 0; i < n; i++)
+                if (!w[i].skip && (w[i].need_kib > 0 || w[i].rate_kib_s > 0) &&
+                    (lead == n || w[i].limits.weight > w[lead].limits.weight))
                         lead = i;
-                } else if (w[i].limits.weight > others_weight)
+        if (lead == n)
+                return n;
+        /* ... above every other guest managed, consuming or not (one whose workload just
+         * ended or was killed is still the one it must outlast); alone, nobody to outlast. */
+        for (size_t i = 0; i < n; i++)
+                if (i != lead && !w[i].skip && w[i].limits.weight > others_weight)
                         others_weight = w[i].limits.weight;
-        }
-        if (lead == n || w[lead].limits.weight <= others_weight)
+        if (others_weight == 0 || w[lead].limits.weight <= others_weight)
                 return n;
         uint64_t reserve = s->domain_threshold_kib + rate_cover_kib(w[lead].rate_kib_s, LEAD_RESERVE_USEC);
         uint64_t want = sub_sat(reserve, w[lead].headroom_kib);

@@ -1842,6 +1842,11 @@ static void test_adaptive_triage(void)
         g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(260));
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(40));
 
+        /* Alone it has nobody to outlast: its usual need. */
+        n = adaptive_run(&s, H_KIB + MIB(500), &g[1], 1, d, NULL, &sum);
+        g_assert_cmpint(n, ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(1024) + MIB(100));
+
         /* Room for both over the next 30 s: no over-commit, the usual needs. */
         n = adaptive_run(&s, H_KIB + MIB(2000), g, 2, d, NULL, &sum);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(100));
