@@ -182,6 +182,7 @@ keep:
         if (used >= g->peak_used_kib || ctx->now_mono_usec >= g->peak_used_usec + PEAK_USED_USEC) {
                 g->peak_used_kib = used;
                 g->peak_used_usec = ctx->now_mono_usec;
+                g->peak_headroom_kib = headroom;
         }
         g->frozen = false;
         g->sample_stamp = g->last_update_seen;

@@ -132,6 +132,7 @@ typedef struct McGuest {
         double peak_rate_kib_s;       /* the highest rate lately, decaying */
         uint64_t peak_used_kib;       /* the most it used lately: since peak_used_usec, or more */
         uint64_t peak_used_usec;      /* monotonic time it last used that much */
+        uint64_t peak_headroom_kib;   /* its headroom then */
         bool frozen;                  /* the last reading was frozen */
         uint64_t last_grant_usec;     /* monotonic time of our last grant; 0 = never */
         uint64_t last_claim_usec;     /* monotonic time of our last claim; 0 = never */

@@ -664,11 +664,11 @@ static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *gues
 /*
  * What a guest that needed memory lately keeps above 2T before anything is claimed, shrinking
  * to nothing over GRANT_HOLD: after a grant, its peak rate over the reaction time; after its
- * use fell, what it used at its high (a cyclic load wants it back within a cycle: claiming it
- * is the ping-pong). A workload that ended for good gets it all back within GRANT_HOLD plus
- * a few claims.
+ * use fell, the size it had at its high, use and headroom (a cyclic load wants it back within
+ * a cycle: claiming it is the ping-pong). A workload that ended for good gets it all back
+ * within GRANT_HOLD plus a few claims.
  */
-static uint64_t hold_kib(const McPolicyInput *in, const McGuest *g)
+static uint64_t hold_kib(const McPolicySettings *s, const McPolicyInput *in, const McGuest *g)
 {
         uint64_t hold = 0;
 
@@ -676,10 +676,12 @@ static uint64_t hold_kib(const McPolicyInput *in, const McGuest *g)
                 double left = 1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
                 hold = rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
         }
+        uint64_t high = g->peak_used_kib + g->peak_headroom_kib,
+                 now = g->sample_used_kib + 2 * s->domain_threshold_kib;
         if (g->peak_used_usec > 0 && in->now_mono_usec < g->peak_used_usec + GRANT_HOLD_USEC &&
-            g->peak_used_kib > g->sample_used_kib) {
+            g->peak_used_kib > g->sample_used_kib && high > now) {
                 double left = 1.0 - (double) (in->now_mono_usec - g->peak_used_usec) / GRANT_HOLD_USEC;
-                hold = max_u64(hold, (uint64_t) ((double) (g->peak_used_kib - g->sample_used_kib) * left));
+                hold = max_u64(hold, (uint64_t) ((double) (high - now) * left));
         }
         return hold;
 }
@@ -715,7 +717,7 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
 
                 uint64_t keep = sum->crunch ? T : 2 * T;
                 if (!sum->crunch && !wanted)
-                        keep += hold_kib(in, g);
+                        keep += hold_kib(s, in, g);
                 /* Never more than the reading itself shows, less the claim in flight: the
                  * claim fraction holds against the freshest figure too. */
                 uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));

@@ -413,6 +413,7 @@ static void test_peak_use(void)
         g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(300));
         step(&g, &c, reading(actual, MIB(600), 0));
         g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(300));
+        g_assert_cmpuint(g.peak_headroom_kib, ==, MIB(300));
         g_assert_cmpuint(g.peak_used_usec, ==, high_at);
         g_assert_cmpuint(g.sample_used_kib, ==, size - MIB(600));
         /* 30 s on: what it uses now. */

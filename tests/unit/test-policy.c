@@ -1714,10 +1714,12 @@ static void test_adaptive_hold_peak_use(void)
         McPolicySettings s = adaptive_defaults();
         McDecision d[2];
 
-        /* 350 MiB free; it used 300 MiB more 10 s ago: 2T + 300 x 2/3 = 400 kept, no claim. */
+        /* 350 MiB free; 10 s ago it used 300 MiB more, with 2T of headroom: 2T + 300 x 2/3 =
+         * 400 kept, no claim. */
         McGuest g = adaptive_guest(MIB(2048), MIB(350), 0);
         g.sample_used_kib = MIB(500);
         g.peak_used_kib = MIB(800);
+        g.peak_headroom_kib = MIB(200);
         g.peak_used_usec = SEC_AGO(10);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
         /* 25 s ago: 2T + 50 = 250 kept, 10 % of 350 claimed. */
@@ -1727,6 +1729,15 @@ static void test_adaptive_hold_peak_use(void)
         /* 35 s ago: forgotten. */
         g.peak_used_usec = SEC_AGO(35);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        /* What it had above 2T at its high is kept too: 150 MiB of headroom more there, 10 s
+         * ago, make 2T + 450 x 2/3 = 500 kept of 520 free: a claim of 20, not 10 % (52). */
+        g.peak_used_usec = SEC_AGO(10);
+        g.peak_headroom_kib = MIB(350);
+        g.sample_headroom_kib = g.unused_kib = MIB(520);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(20));
+        g.peak_headroom_kib = MIB(200);
+        g.sample_headroom_kib = g.unused_kib = MIB(350);
 
         /* 10 s ago again, but another guest is short and the host has nothing to give: the
          * held memory goes to it. */
