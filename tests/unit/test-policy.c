@@ -1707,31 +1707,33 @@ static void test_adaptive_hysteresis(void)
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
 }
 
-/* A guest whose use fell keeps what it used at its high for a while, shrinking over 30 s: a
- * cyclic load wants it back. Unless another guest is short of it. */
+/* A guest we granted memory whose use then fell keeps the size it had at its high, whole for
+ * 15 s, then less and less until 30 s: a cyclic load wants it back. Unless another guest is
+ * short of it, or we never granted it anything. */
 static void test_adaptive_hold_peak_use(void)
 {
         McPolicySettings s = adaptive_defaults();
         McDecision d[2];
 
-        /* 350 MiB free; 10 s ago it used 300 MiB more, with 2T of headroom: 2T + 300 x 2/3 =
-         * 400 kept, no claim. */
+        /* 350 MiB free; 10 s ago it used 300 MiB more, with 2T of headroom: 2T + 300 = 500
+         * kept, no claim. */
         McGuest g = adaptive_guest(MIB(2048), MIB(350), 0);
+        g.last_grant_usec = SEC_AGO(12);
         g.sample_used_kib = MIB(500);
         g.peak_used_kib = MIB(800);
         g.peak_headroom_kib = MIB(200);
         g.peak_used_usec = SEC_AGO(10);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
-        /* 25 s ago: 2T + 50 = 250 kept, 10 % of 350 claimed. */
+        /* 25 s ago: a third of it left, 2T + 100 = 300 kept, 10 % of 350 claimed. */
         g.peak_used_usec = SEC_AGO(25);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
         g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(35));
         /* 35 s ago: forgotten. */
         g.peak_used_usec = SEC_AGO(35);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
-        /* What it had above 2T at its high is kept too: 150 MiB of headroom more there, 10 s
+        /* What it had above 2T at its high is kept too: 150 MiB of headroom more there, 20 s
          * ago, make 2T + 450 x 2/3 = 500 kept of 520 free: a claim of 20, not 10 % (52). */
-        g.peak_used_usec = SEC_AGO(10);
+        g.peak_used_usec = SEC_AGO(20);
         g.peak_headroom_kib = MIB(350);
         g.sample_headroom_kib = g.unused_kib = MIB(520);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
@@ -1739,10 +1741,17 @@ static void test_adaptive_hold_peak_use(void)
         g.peak_headroom_kib = MIB(200);
         g.sample_headroom_kib = g.unused_kib = MIB(350);
 
-        /* 10 s ago again, but another guest is short and the host has nothing to give: the
-         * held memory goes to it. */
+        /* Never granted (a kernel that freed its boot memory): nothing held. */
+        g.peak_used_usec = SEC_AGO(10);
+        g.last_grant_usec = 0;
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(35));
+        g.last_grant_usec = SEC_AGO(12);
+
+        /* Another guest is short and the host has nothing to give (a crunch): the held
+         * memory goes to it, as the guest's use is falling. */
         McGuest two[2] = { g, adaptive_guest(MIB(1024), MIB(60), 0) };
-        two[0].peak_used_usec = SEC_AGO(10);
+        two[0].use_rate_kib_s = -RATE_MIB_S(5);
         ssize_t n = adaptive_run(&s, H_KIB, two, 2, d, NULL, NULL);
         g_assert_cmpint(n, ==, 1);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(2048) - MIB(35));
