@@ -23,6 +23,9 @@
 
 /* How long the most a guest used lately is remembered (the policy's hold on a cyclic load). */
 #define PEAK_USED_USEC (30 * UINT64_C(1000000))
+/* A use this close to the high reaches it again: a tooth of a sawtooth whose workload gets
+ * 248 of its 250 MiB one time and 249 the next. */
+#define PEAK_USED_BAND_KIB (16 * UINT64_C(1024))
 
 /* libvirt's actual shows a balloon change ~1 s late, after a landing of up to 1.6 s. */
 #define LAG_SETTLE_USEC (3 * UINT64_C(1000000))
@@ -178,11 +181,16 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
         if (g->use_rate_kib_s > g->peak_rate_kib_s)
                 g->peak_rate_kib_s = g->use_rate_kib_s;
 keep:
-        /* The most it used lately: a new high, or what it uses now once that one is old. */
-        if (used >= g->peak_used_kib || ctx->now_mono_usec >= g->peak_used_usec + PEAK_USED_USEC) {
+        /* The most it used lately: what it uses now once the last high is old; else a use
+         * near the high (a cycle that comes back to about the same) renews it. */
+        if (ctx->now_mono_usec >= g->peak_used_usec + PEAK_USED_USEC) {
                 g->peak_used_kib = used;
+                g->peak_size_kib = used + headroom;
                 g->peak_used_usec = ctx->now_mono_usec;
-                g->peak_headroom_kib = headroom;
+        } else if (used + PEAK_USED_BAND_KIB >= g->peak_used_kib) {
+                g->peak_used_kib = used > g->peak_used_kib ? used : g->peak_used_kib;
+                g->peak_size_kib = used + headroom > g->peak_size_kib ? used + headroom : g->peak_size_kib;
+                g->peak_used_usec = ctx->now_mono_usec;
         }
         g->frozen = false;
         g->sample_stamp = g->last_update_seen;

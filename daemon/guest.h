@@ -130,9 +130,9 @@ typedef struct McGuest {
         uint64_t sample_used_kib;     /* what the guest used at that sample */
         double use_rate_kib_s;        /* smoothed growth of use, KiB/s; > 0 = consuming */
         double peak_rate_kib_s;       /* the highest rate lately, decaying */
-        uint64_t peak_used_kib;       /* the most it used lately: since peak_used_usec, or more */
-        uint64_t peak_used_usec;      /* monotonic time it last used that much */
-        uint64_t peak_headroom_kib;   /* its headroom then */
+        uint64_t peak_used_kib;       /* the most it used lately */
+        uint64_t peak_used_usec;      /* monotonic time it last came near that (PEAK_USED_BAND) */
+        uint64_t peak_size_kib;       /* the most use + headroom at those highs */
         bool frozen;                  /* the last reading was frozen */
         uint64_t last_grant_usec;     /* monotonic time of our last grant; 0 = never */
         uint64_t last_claim_usec;     /* monotonic time of our last claim; 0 = never */

@@ -683,7 +683,7 @@ static uint64_t hold_kib(const McPolicySettings *s, const McPolicyInput *in, con
         }
         /* Only for a guest we granted memory: one that never asked (a kernel that booted and
          * freed its init memory, a workload that fit) goes to its idle reserve at once. */
-        uint64_t high = g->peak_used_kib + g->peak_headroom_kib;
+        uint64_t high = g->peak_size_kib;
         uint64_t now = g->sample_used_kib + 2 * s->domain_threshold_kib;
         if (recently_granted(in, g, GRANT_HOLD_USEC) && g->peak_used_usec > 0 &&
             in->now_mono_usec < g->peak_used_usec + GRANT_HOLD_USEC &&

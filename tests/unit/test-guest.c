@@ -413,10 +413,17 @@ static void test_peak_use(void)
         g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(300));
         step(&g, &c, reading(actual, MIB(600), 0));
         g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(300));
-        g_assert_cmpuint(g.peak_headroom_kib, ==, MIB(300));
+        g_assert_cmpuint(g.peak_size_kib, ==, size);
         g_assert_cmpuint(g.peak_used_usec, ==, high_at);
         g_assert_cmpuint(g.sample_used_kib, ==, size - MIB(600));
-        /* 30 s on: what it uses now. */
+        /* 20 s on, it comes back to 10 MiB short of the high: that renews it. */
+        while (c.mono < high_at + SEC(20))
+                step(&g, &c, reading(actual, MIB(600), 0));
+        step(&g, &c, reading(actual, MIB(310), 0));
+        high_at = c.mono;
+        g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(300));
+        g_assert_cmpuint(g.peak_used_usec, ==, high_at);
+        /* 30 s after that: what it uses now. */
         while (c.mono < high_at + SEC(30))
                 step(&g, &c, reading(actual, MIB(600), 0));
         g_assert_cmpuint(g.peak_used_kib, ==, size - MIB(600));

@@ -1721,7 +1721,7 @@ static void test_adaptive_hold_peak_use(void)
         g.last_grant_usec = SEC_AGO(12);
         g.sample_used_kib = MIB(500);
         g.peak_used_kib = MIB(800);
-        g.peak_headroom_kib = MIB(200);
+        g.peak_size_kib = MIB(1000);
         g.peak_used_usec = SEC_AGO(10);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
         /* 25 s ago: a third of it left, 2T + 100 = 300 kept, 10 % of 350 claimed. */
@@ -1734,11 +1734,11 @@ static void test_adaptive_hold_peak_use(void)
         /* What it had above 2T at its high is kept too: 150 MiB of headroom more there, 20 s
          * ago, make 2T + 450 x 2/3 = 500 kept of 520 free: a claim of 20, not 10 % (52). */
         g.peak_used_usec = SEC_AGO(20);
-        g.peak_headroom_kib = MIB(350);
+        g.peak_size_kib = MIB(1150);
         g.sample_headroom_kib = g.unused_kib = MIB(520);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
         g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(20));
-        g.peak_headroom_kib = MIB(200);
+        g.peak_size_kib = MIB(1000);
         g.sample_headroom_kib = g.unused_kib = MIB(350);
 
         /* Never granted (a kernel that freed its boot memory): nothing held. */
