@@ -33,6 +33,7 @@ import glob
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -84,14 +85,16 @@ REVERSALS_PER_MIN = 1            # direction reversals of actual per guest per m
 CACHE_GROWTH_MAX = DEAD_BAND     # a guest that only fills its page cache grows by this at most
 CACHE_RECLAIM_S = 60.0           # ... and is back at the idle reserve this long after another needs memory
 IDLE_LEVEL_SLACK = SETTLE_HIGH - SETTLE_LOW  # "at the idle reserve": within this of an idle guest's actual
-# Which of them are asserted under adaptive here. The timing ones (below T at most 3 s in a
-# row, 95 % back within 60 s, reversals per minute, the cache back within 60 s) missed by 1-5 s
-# in some runs on this shared 2-core host, where the guests' own stats, balloons and workloads
-# run late under TCG: they are asserted in the simulator's sweep (tests/sim/sweep.py) and
-# measured and reported here. MC_E2E_ASSERT_OUTCOMES=all asserts every one.
+# All of them are asserted under adaptive. The timing ones (below T at most 3 s in a row, 95 %
+# back within 60 s, reversals per minute, the cache back within 60 s) depend on this shared
+# 2-core host, where the guests' own stats, balloons and workloads run seconds late under TCG
+# when it is busy: a run in which only timing outcomes missed is run once more, and the second
+# run decides (both are reported; TIMING_OUTCOMES). MC_E2E_ASSERT_OUTCOMES=essential asserts
+# only the others (no OOM kill, no growth for page cache).
+TIMING_OUTCOMES = {"below-T", "returned", "reversals", "cache-reclaimed"}
 ASSERTED_OUTCOMES = (
-    set(("no-oom", "below-T", "returned", "reversals", "cache-not-grown", "cache-reclaimed"))
-    if os.environ.get("MC_E2E_ASSERT_OUTCOMES") == "all" else {"no-oom", "cache-not-grown"})
+    {"no-oom", "cache-not-grown"} if os.environ.get("MC_E2E_ASSERT_OUTCOMES") == "essential"
+    else {"no-oom", "below-T", "returned", "reversals", "cache-not-grown", "cache-reclaimed"})
 ADAPTIVE_OUTCOMES = {
     "no-oom": "0 OOM kills for ramps up to 60 MiB/s (new scenarios; scenarios 1-3 and jump assert it "
               "for every policy)",
@@ -1371,9 +1374,12 @@ def report(r: Run, trace: Optional[str] = None) -> int:
         for c in failed:
             print(f"  FAIL {c.name}: {c.measured} (want {c.threshold})", flush=True)
         dump_failure(r)
-        return 1
+        return TIMING_ONLY if all(c.outcome in TIMING_OUTCOMES for c in failed) else 1
     print(f"all {len(an.checks) - len(base)} asserted checks hold", flush=True)
     return 0
+
+
+TIMING_ONLY = 2  # report(): only timing outcomes failed
 
 
 def main(argv=None) -> int:
@@ -1397,7 +1403,8 @@ def main(argv=None) -> int:
     if a.reanalyze:
         r = load_run(os.path.join(os.path.abspath(a.out), f"e2e-{sc.key}"))
         r.out = os.path.abspath(a.out)
-        return report(r, a.trace)
+        rc = report(r, a.trace)
+        return 1 if rc == TIMING_ONLY else rc
     try:
         E.require_host(["virsh", "libvirtd", "qemu-system-x86_64", "dbus-daemon", "busctl", "dbus-send",
                         "setpriv", "gnuplot"])
@@ -1415,6 +1422,25 @@ def main(argv=None) -> int:
         if not a.policy_known:
             log("this memcoordd knows no Policy= key: its rules are seed's, run as it is")
     log(f"scenario {sc.title}")
+    rc = run_and_report(sc, a)
+    if rc == TIMING_ONLY:
+        # The first run is kept beside the second: e2e-KEY.first-run/ and its table.
+        first = os.path.join(a.out, f"e2e-{sc.key}")
+        shutil.rmtree(first + ".first-run", ignore_errors=True)
+        if os.path.isdir(first):
+            os.rename(first, first + ".first-run")
+        for ext in ("txt", "md", "png"):
+            if os.path.exists(f"{first}.{ext}"):
+                os.replace(f"{first}.{ext}", f"{first}.first-run.{ext}")
+        log("only timing outcomes missed: the scenario runs once more, and that run decides")
+        rc = run_and_report(sc, a)
+        if rc == 0:
+            print("the second run holds every check; the first run's misses are reported above and in "
+                  f"e2e-{sc.key}.first-run.md", flush=True)
+    return 1 if rc == TIMING_ONLY else rc
+
+
+def run_and_report(sc: "Scenario", a) -> int:
     r = new_run(sc, a.out)
     try:
         run_scenario(r, a)
