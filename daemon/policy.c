@@ -32,6 +32,10 @@
  * (ping-pong), and what a workload freed is still returned within 60 s. */
 #define GRANT_HOLD_USEC (30 * UINT64_C(1000000))
 #define FLIP_GUARD_USEC (10 * UINT64_C(1000000))
+/* In a crunch, what a guest granted memory lately keeps above T before it gives to the
+ * guests under T: small moves back and forth around T are ping-pong; this much more than the
+ * others is not a share. */
+#define CRUNCH_FAIR_BAND_KIB MIB(32)
 /* After its use fell, a guest keeps the size it had at its high whole this long, then less
  * and less until GRANT_HOLD: a tooth of a sawtooth comes back within it on the guests here
  * (10-15 s), and claims at c = 10 % per tick still return 95 % of a freed workload by ~35 s. */
@@ -720,14 +724,15 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 /* No claim straight after a grant: the opposite move back to back is the
                  * ping-pong of a cyclic load. In a crunch a guest granted memory within the hold
                  * is a consumer, not a donor (what it is claimed it needs again at once), unless
-                 * its demand is falling: a workload that ended, or that its kernel killed. */
+                 * its demand is falling (a workload that ended, or that its kernel killed): it
+                 * keeps CRUNCH_FAIR_BAND above T. More than that, a grant that outran its demand
+                 * (a burst read as its rate), goes to the guests under T. */
                 if (recently_granted(in, g, FLIP_GUARD_USEC))
                         continue;
-                if (sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
-                    g->use_rate_kib_s > -RATE_STEADY_KIB_S)
-                        continue;
+                bool consumer = sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
+                                g->use_rate_kib_s > -RATE_STEADY_KIB_S;
 
-                uint64_t keep = sum->crunch ? T : 2 * T;
+                uint64_t keep = sum->crunch ? T + (consumer ? CRUNCH_FAIR_BAND_KIB : 0) : 2 * T;
                 if (!sum->crunch && !wanted)
                         keep += hold_kib(s, in, g);
                 /* Never more than the reading itself shows, less the claim in flight: the

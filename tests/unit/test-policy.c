@@ -1757,6 +1757,30 @@ static void test_adaptive_hold_peak_use(void)
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(2048) - MIB(35));
 }
 
+/* In a crunch a guest granted memory lately and no longer consuming keeps 32 MiB above T;
+ * what it holds beyond that goes to the guests under T. */
+static void test_adaptive_crunch_fair_band(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[2];
+        McPolicySummary sum;
+
+        McGuest g[2] = { adaptive_guest(MIB(1024), MIB(180), 0), adaptive_guest(MIB(1024), MIB(60), 0) };
+        g[0].last_grant_usec = SEC_AGO(20);
+        ssize_t n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(18));
+        /* Within the band: left alone. */
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(125);
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_null(find_decision(d, n, 0));
+        /* Not granted lately: down to T, 10 % of 125. */
+        g[0].last_grant_usec = 0;
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(12) - MIB(1) / 2);
+}
+
 static void test_adaptive_crunch_order(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -1943,6 +1967,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/adaptive/page-cache", test_adaptive_page_cache);
         g_test_add_func("/policy/adaptive/hysteresis", test_adaptive_hysteresis);
         g_test_add_func("/policy/adaptive/hold-peak-use", test_adaptive_hold_peak_use);
+        g_test_add_func("/policy/adaptive/crunch-fair-band", test_adaptive_crunch_fair_band);
         g_test_add_func("/policy/adaptive/crunch-order", test_adaptive_crunch_order);
         g_test_add_func("/policy/adaptive/triage", test_adaptive_triage);
         g_test_add_func("/policy/adaptive/skips", test_adaptive_skips);
