@@ -86,6 +86,11 @@ uint64_t mc_guest_headroom_kib(const McGuest *g)
         return usable > g->unused_kib ? usable : g->unused_kib;
 }
 
+bool mc_guest_use_fell(const McGuest *g)
+{
+        return g->has_sample && g->peak_used_kib > g->sample_used_kib + PEAK_USED_BAND_KIB;
+}
+
 static void learn_reserve(McGuest *g, const McReading *r)
 {
         if (r->disk_caches_kib > RESERVE_LEARN_MAX_CACHE_KIB)

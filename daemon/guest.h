@@ -196,6 +196,9 @@ uint64_t mc_guest_target_kib(const McGuest *g);
 /* What the guest can use without trouble: MemFree, or where larger MemAvailable plus the
  * kernel's reserve (free memory that went into reclaimable page cache). */
 uint64_t mc_guest_headroom_kib(const McGuest *g);
+/* Whether its use is well below its high of the last 30 s: a workload that ended, or that
+ * its kernel killed. */
+bool mc_guest_use_fell(const McGuest *g);
 
 /* The effective limits, "default" resolved: the one place that does. */
 McGuestLimits mc_guest_limits(uint64_t default_min_kib, const McGuest *g);

@@ -723,14 +723,16 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                         continue;
                 /* No claim straight after a grant: the opposite move back to back is the
                  * ping-pong of a cyclic load. In a crunch a guest granted memory within the hold
-                 * is a consumer, not a donor (what it is claimed it needs again at once), unless
-                 * its demand is falling (a workload that ended, or that its kernel killed): it
-                 * keeps CRUNCH_FAIR_BAND above T. More than that, a grant that outran its demand
-                 * (a burst read as its rate), goes to the guests under T. */
-                if (recently_granted(in, g, FLIP_GUARD_USEC))
+                 * is a consumer, not a donor (what it is claimed it needs again at once): it
+                 * keeps CRUNCH_FAIR_BAND above T; more than that, a grant that outran its demand
+                 * (a burst read as its rate), goes to the guests under T. Unless its use fell
+                 * well below its high (a workload that ended, or that its kernel killed): then
+                 * it is a donor at once. */
+                bool fell = mc_guest_use_fell(g);
+                if (recently_granted(in, g, FLIP_GUARD_USEC) && !(sum->crunch && fell))
                         continue;
                 bool consumer = sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
-                                g->use_rate_kib_s > -RATE_STEADY_KIB_S;
+                                g->use_rate_kib_s > -RATE_STEADY_KIB_S && !fell;
 
                 uint64_t keep = sum->crunch ? T + (consumer ? CRUNCH_FAIR_BAND_KIB : 0) : 2 * T;
                 if (!sum->crunch && !wanted)

@@ -1775,6 +1775,15 @@ static void test_adaptive_crunch_fair_band(void)
         g[0].unused_kib = g[0].sample_headroom_kib = MIB(125);
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
         g_assert_null(find_decision(d, n, 0));
+        /* Granted 5 s ago, but its use fell 300 MiB below its high (its workload ended): a
+         * donor at once, down to T. */
+        g[0].last_grant_usec = SEC_AGO(5);
+        g[0].sample_used_kib = MIB(500);
+        g[0].peak_used_kib = MIB(800);
+        g[0].peak_used_usec = SEC_AGO(3);
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(12) - MIB(1) / 2);
+        g[0].peak_used_kib = 0;
         /* Not granted lately: down to T, 10 % of 125. */
         g[0].last_grant_usec = 0;
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
