@@ -118,6 +118,7 @@ class Setup:
         self.daemon = None
         self.client = None
         self.libvirtd_ours = False
+        self.t_turn: Optional[float] = None
 
     def start(self) -> None:
         if not os.access(self.host.memcoordd, os.X_OK):
@@ -125,6 +126,7 @@ class Setup:
         E.build_kit(self.a.kit)
         # Our turn first: a run that ends meanwhile stops the libvirtd it started.
         E.take_turn()
+        self.t_turn = time.monotonic()
         record = os.path.join(self.state, "libvirtd.started")
         had_record = os.path.exists(record)
         self.host.start_libvirt()
@@ -371,6 +373,8 @@ def case_restart(a, s: Setup, c: Checks) -> None:
             fresh_ticks.append((tick, ep))
     c.check(bool(fresh_ticks), "a fresh reading after the reconnect",
             f"first at {fmt_s(fresh_ticks[0][1] - t_kill if fresh_ticks else None)} after the kill")
+    if fresh_ticks:
+        c.figure("kill to the first fresh reading (its tick's view)", f"{fresh_ticks[0][1] - t_kill:.2f} s")
     # A change belongs to the tick whose TickCompleted follows it; that tick's view is read after.
     fresh_tick = fresh_ticks[0][0] if fresh_ticks else None
     early_sig = [x for x in s.changes(name, t_kill)
@@ -427,17 +431,29 @@ def case_cycles(a, s: Setup, c: Checks) -> None:
     pid = s.daemon.proc.pid
     c.figure("ASAN_OPTIONS of the daemon", asan)
 
+    inflight: List[subprocess.Popen] = []
+
     def destroy_left() -> None:
+        # A signal may land while creates run: let them finish, or a guest would appear after
+        # its destroy.
+        deadline = time.monotonic() + 60
+        for p in list(inflight):
+            while p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
         G.destroy_domains(E.URI, [n for n in G.running_domains(E.URI) if n in names])
     s.host.on_teardown(destroy_left)
 
     def all_of(verb: str, *extra: str) -> None:
-        procs = [(n, subprocess.Popen(["virsh", "-q", "-c", E.URI, verb, xmls[n] if verb == "create" else n,
-                                       *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-                 for n in names]
+        procs = []
+        for n in names:
+            p = subprocess.Popen(["virsh", "-q", "-c", E.URI, verb, xmls[n] if verb == "create" else n, *extra],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            inflight.append(p)
+            procs.append((n, p))
         errs = []
         for n, p in procs:
             _, err = p.communicate(timeout=120)
+            inflight.remove(p)
             if p.returncode != 0:
                 errs.append(f"virsh {verb} {n}: {err.strip()}")
         if errs:
@@ -650,6 +666,10 @@ def case_job_metadata(a, s: Setup, c: Checks) -> None:
     if ch:
         c.figure("metadata change to balloon change", f"{ch[0]['epoch'] - t_set:.2f} s")
 
+    under = [f"{x['to_kib'] // MIB} MiB ({x['reason']})" for x in s.changes(meta) if x["to_kib"] < lim["min"]]
+    c.check(not under, f"{meta}: no target set below the metadata's min of {lim['min'] // MIB} MiB",
+            f"{len(s.changes(meta))} changes, {len(under)} below" + (f": {under[:5]}" if under else ""))
+
     # The job ends: the guest is managed again, and its pending lower max lands.
     t_abort = time.time()
     G.virsh(E.URI, "domjobabort", job, timeout=30)
@@ -742,7 +762,8 @@ def main(argv=None) -> int:
             for n in s.host.guests.started:
                 print(f"--- {n} console (end) ---\n" + G.console_tail(s.host.guests.guests[n].console), flush=True)
     s.teardown(c)
-    c.figure("run time", f"{time.monotonic() - t0:.0f} s")
+    c.figure("run time", f"{time.monotonic() - t0:.0f} s" + (
+        f", {time.monotonic() - s.t_turn:.0f} s of it on our turn" if s.t_turn else ""))
     return c.report(os.path.join(a.out, f"faults-{a.case}.md"))
 
 
