@@ -56,7 +56,7 @@ LOG_GONE = re.compile(r"^memcoordd: (\S+): gone$")
 CYCLES = 100
 WARMUP_CYCLES = 20
 BATCH = 10
-RSS_GROWTH_BOUND_KIB = 64
+RSS_GROWTH_BOUND_KIB = 96
 
 
 class Failed(AssertionError):
