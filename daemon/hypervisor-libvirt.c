@@ -26,6 +26,7 @@ typedef struct KnownDomain {
         uint64_t fixed_actual_kib; /* memory of a guest without a balloon */
         unsigned generation;       /* last collect that saw it */
         bool meta_stale;           /* metadata to be read (first sight, or libvirt said it changed) */
+        bool in_job;               /* a set found an async job (dump, save, migration) running */
         McGuestMeta meta;          /* memcoord's metadata and <memtune><min_guarantee> */
 } KnownDomain;
 
@@ -610,6 +611,24 @@ static bool domain_busy(McHypervisor *h, virDomainPtr dom)
         return info.state == VIR_DOMAIN_CONTROL_JOB || info.state == VIR_DOMAIN_CONTROL_OCCUPIED;
 }
 
+/*
+ * An async job (virsh dump, save, migration) leaves the monitor to NOWAIT's queries and the
+ * control state "ok", yet virDomainSetMemoryFlags waits for it up to libvirt's job timeout
+ * (30 s), holding the loop. The job info tells: it takes only a query job, which an async
+ * job admits at once (under a sync job the set would wait the same). 1: a job runs.
+ */
+static int domain_in_job(McHypervisor *h, virDomainPtr dom)
+{
+        virDomainJobInfo info;
+
+        h->calls.other_calls++;
+        if (virDomainGetJobInfo(dom, &info) < 0) {
+                virResetLastError();
+                return 0;
+        }
+        return info.type != VIR_DOMAIN_JOB_NONE;
+}
+
 /* memcoord's element of the guest's metadata, as it is live. None is not an error. */
 static void read_meta(McHypervisor *h, KnownDomain *k, const char *name)
 {
@@ -686,6 +705,13 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
         } else if (!st->has_balloon && domain_busy(h, dom)) {
                 st->busy = true;
                 return;
+        } else if (k->in_job) {
+                /* Asked again only for a guest a set found in a job: busy until it ends. */
+                k->in_job = domain_in_job(h, dom) > 0;
+                if (k->in_job) {
+                        st->busy = true;
+                        return;
+                }
         }
         if (st->max_kib == 0) {
                 learn_fixed_memory(h, k);
@@ -844,6 +870,12 @@ static int libvirt_set_target(McHypervisor *h, const char *uuid, uint64_t kib)
         if (!k)
                 return mc_hypervisor_fail(h, -ENOENT, "Failed to set balloon target: guest %s is gone",
                                           uuid);
+        if (domain_in_job(h, k->dom) > 0) {
+                k->in_job = true;
+                return mc_hypervisor_fail(
+                        h, -EBUSY,
+                        "Failed to set balloon target: a libvirt job runs; left alone until it ends");
+        }
         h->calls.other_calls++;
         if (virDomainSetMemoryFlags(k->dom, kib, VIR_DOMAIN_AFFECT_LIVE) < 0)
                 return translate_error(h, "Failed to set balloon target");

@@ -219,6 +219,7 @@ class Guest:
     free_page_reporting: bool = True
     disk_mib: int = 0                       # > 0: a sparse raw image as /dev/vda
     disk: str = ""                          # its path
+    metadata: str = ""                      # XML inside the domain's <metadata>, as given
     console: str = ""
     cmdline: str = DEFAULT_CMDLINE
     started_at: Optional[float] = None      # epoch s, after `virsh create` returned
@@ -301,7 +302,7 @@ class Guests:
     # -- definition -------------------------------------------------------
     def add(self, name: Optional[str] = None, schedule: str = "", current_mib: int = 512,
             max_mib: int = 1024, autodeflate: bool = False, free_page_reporting: bool = True,
-            cmdline: str = DEFAULT_CMDLINE, disk_mib: int = 0) -> str:
+            cmdline: str = DEFAULT_CMDLINE, disk_mib: int = 0, metadata: str = "") -> str:
         if name is None:
             i = len(self.guests) + 1
             while f"{self.prefix}{i}" in self.guests:
@@ -327,7 +328,7 @@ class Guests:
         g = Guest(name=name, schedule=schedule, current_mib=current_mib, max_mib=max_mib,
                   autodeflate=autodeflate, free_page_reporting=free_page_reporting,
                   console=os.path.join(self.console_dir, f"{name}.log"), cmdline=cmdline,
-                  disk_mib=disk_mib,
+                  disk_mib=disk_mib, metadata=metadata,
                   disk=os.path.join(self.console_dir, f"{name}.img") if disk_mib else "")
         self.guests[name] = g
         return name
@@ -352,8 +353,10 @@ class Guests:
       <source file='{escape(g.disk)}'/>
       <target dev='vda' bus='virtio'/>
     </disk>"""
+        metadata = f"<metadata>{g.metadata}</metadata>" if g.metadata else ""
         return f"""<domain type='qemu'>
   <name>{escape(g.name)}</name>
+  {metadata}
   <memory unit='MiB'>{g.max_mib}</memory>
   <currentMemory unit='MiB'>{g.current_mib}</currentMemory>
   <vcpu>1</vcpu>
