@@ -718,8 +718,12 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 if (w[i].skip || w[i].touched || w[i].reason != MC_REASON_NONE || g->moved_externally ||
                     g->last_target_kib > g->actual_kib)
                         continue;
-                /* A consuming guest is about to need what would be claimed. */
-                if (w[i].rate_kib_s > 0)
+                /* A consuming guest is about to need what would be claimed; but in a crunch
+                 * where another is left short, what it holds beyond CRUNCH_FAIR_BAND above its
+                 * reserve is not its share (a burst read as its rate, or a pessimistic guess
+                 * at frozen figures, granted it that much more than the others). */
+                bool consuming = w[i].rate_kib_s > 0;
+                if (consuming && !(sum->crunch && wanted))
                         continue;
                 /* No claim straight after a grant: the opposite move back to back is the
                  * ping-pong of a cyclic load. In a crunch a guest granted memory within the hold
@@ -734,7 +738,9 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 bool consumer = sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
                                 g->use_rate_kib_s > -RATE_STEADY_KIB_S && !fell;
 
-                uint64_t keep = sum->crunch ? T + (consumer ? CRUNCH_FAIR_BAND_KIB : 0) : 2 * T;
+                uint64_t keep = sum->crunch ? T + (consumer || consuming ? CRUNCH_FAIR_BAND_KIB : 0) : 2 * T;
+                if (consuming)
+                        keep += rate_cover_kib(w[i].rate_kib_s, horizon_usec(in));
                 if (!sum->crunch && !wanted)
                         keep += hold_kib(s, in, g);
                 /* Never more than the reading itself shows, less the claim in flight: the

@@ -1784,6 +1784,17 @@ static void test_adaptive_crunch_fair_band(void)
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(12) - MIB(1) / 2);
         g[0].peak_used_kib = 0;
+        /* Consuming at 10 MiB/s with ~295 MiB of headroom while the other is short: it keeps
+         * T + 32 + 10 x 4 s, and gives 10 % of what it has. */
+        McGuest c[2] = { adaptive_guest(MIB(1024), MIB(300), RATE_MIB_S(10)), g[1] };
+        c[0].last_grant_usec = SEC_AGO(20);
+        n = adaptive_run(&s, H_KIB, c, 2, d, NULL, &sum);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
+        g_assert_cmpuint(decision_to(d, n, 0), <=, MIB(1024) - MIB(29));
+        g_assert_cmpuint(decision_to(d, n, 0), >=, MIB(1024) - MIB(30));
+        /* With nobody short it is left alone. */
+        n = adaptive_run(&s, PLENTY, c, 1, d, NULL, &sum);
+        g_assert_cmpint(n, ==, 0);
         /* Not granted lately: down to T, 10 % of 125. */
         g[0].last_grant_usec = 0;
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
