@@ -233,6 +233,7 @@ static unsigned follow_target(McGuest *g, const McObserveContext *ctx)
         if (g->has_prev && g->actual_kib > g->prev_actual_kib + band &&
             (g->last_target_kib == 0 || g->actual_kib > g->last_target_kib + band)) {
                 g->moved_externally = true;
+                g->last_grew_usec = now;
                 drop_target(g);
                 return MC_GUEST_MOVED_BY_GUEST;
         }

@@ -142,6 +142,7 @@ typedef struct McGuest {
         uint64_t target_set_usec;  /* monotonic time it was set */
         uint64_t target_from_kib;  /* actual when it was set */
         bool moved_externally;     /* this reading: the balloon grew past our target on its own */
+        uint64_t last_grew_usec;   /* monotonic time it last did; 0 = never */
         uint64_t stuck_until_usec; /* not asked again before then: its balloon did not follow */
         uint64_t last_change_usec; /* realtime of our last change; 0 = never */
         McReason last_reason;

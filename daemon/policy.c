@@ -735,6 +735,11 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 bool fell = mc_guest_use_fell(g);
                 if (recently_granted(in, g, FLIP_GUARD_USEC) && !(sum->crunch && fell))
                         continue;
+                /* A guest that grew its own balloon (autodeflate) was at its OOM point: not a
+                 * donor for GRANT_HOLD, unless its use fell since. */
+                if (g->last_grew_usec > 0 && in->now_mono_usec < g->last_grew_usec + GRANT_HOLD_USEC &&
+                    !fell)
+                        continue;
                 bool consumer = sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
                                 g->use_rate_kib_s > -RATE_STEADY_KIB_S && !fell;
 

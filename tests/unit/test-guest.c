@@ -301,6 +301,7 @@ static void test_moved_by_guest(void)
         g_assert_true(ch & MC_GUEST_MOVED_BY_GUEST);
         g_assert_true(g.moved_externally);
         g_assert_cmpuint(g.last_target_kib, ==, 0);
+        g_assert_cmpuint(g.last_grew_usec, ==, c.mono);
         /* Next reading, steady: no longer "moved". */
         ch = step(&g, &c, reading(MIB(700), MIB(40), 0));
         g_assert_false(ch & MC_GUEST_MOVED_BY_GUEST);
