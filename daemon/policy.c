@@ -165,6 +165,7 @@ typedef struct Work {
         uint64_t urgent_kib;   /* the part of need_kib that brings it back to T */
         uint64_t headroom_kib; /* predicted, now */
         double rate_kib_s;     /* growth of use, 0 when steady or falling */
+        bool ranked;           /* ranked above every other in an over-commit (extend_lead_reserve) */
 } Work;
 
 /*
@@ -537,6 +538,7 @@ static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *cons
         uint64_t need = sub_sat(to, w[lead].to_kib);
         if (need > w[lead].need_kib)
                 w[lead].need_kib = need;
+        w[lead].ranked = true;
         return lead;
 }
 
@@ -723,7 +725,7 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                  * reserve is not its share (a burst read as its rate, or a pessimistic guess
                  * at frozen figures, granted it that much more than the others). */
                 bool consuming = w[i].rate_kib_s > 0;
-                if (consuming && !(sum->crunch && wanted))
+                if (consuming && (!(sum->crunch && wanted) || w[i].ranked))
                         continue;
                 /* No claim straight after a grant: the opposite move back to back is the
                  * ping-pong of a cyclic load. In a crunch a guest granted memory within the hold

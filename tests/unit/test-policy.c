@@ -1792,6 +1792,11 @@ static void test_adaptive_crunch_fair_band(void)
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
         g_assert_cmpuint(decision_to(d, n, 0), <=, MIB(1024) - MIB(29));
         g_assert_cmpuint(decision_to(d, n, 0), >=, MIB(1024) - MIB(30));
+        /* Ranked above the other by the admin: its reserve is its own. */
+        c[0].weight = 200;
+        n = adaptive_run(&s, H_KIB, c, 2, d, NULL, &sum);
+        g_assert_null(find_decision(d, n, 0));
+        c[0].weight = 0;
         /* Grown by itself (autodeflate) 15 s ago: it was at its OOM point, not a donor. */
         c[0].last_grew_usec = SEC_AGO(15);
         n = adaptive_run(&s, H_KIB, c, 2, d, NULL, &sum);
