@@ -187,8 +187,13 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
                 g->peak_rate_kib_s = g->use_rate_kib_s;
 keep:
         /* The most it used lately: what it uses now once the last high is old; else a use
-         * near the high (a cycle that comes back to about the same) renews it. */
-        if (ctx->now_mono_usec >= g->peak_used_usec + PEAK_USED_USEC) {
+         * near the high (a cycle that comes back to about the same) renews it. Synthetic
+         * figures follow the balloon: no use to follow. */
+        if (ctx->synthetic) {
+                g->peak_used_kib = 0;
+                g->peak_size_kib = 0;
+                g->peak_used_usec = 0;
+        } else if (ctx->now_mono_usec >= g->peak_used_usec + PEAK_USED_USEC) {
                 g->peak_used_kib = used;
                 g->peak_size_kib = used + headroom;
                 g->peak_used_usec = ctx->now_mono_usec;

@@ -692,8 +692,7 @@ static uint64_t hold_kib(const McPolicySettings *s, const McPolicyInput *in, con
         uint64_t high = g->peak_size_kib;
         uint64_t now = g->sample_used_kib + 2 * s->domain_threshold_kib;
         if (recently_granted(in, g, GRANT_HOLD_USEC) && g->peak_used_usec > 0 &&
-            in->now_mono_usec < g->peak_used_usec + GRANT_HOLD_USEC &&
-            g->peak_used_kib > g->sample_used_kib && high > now) {
+            in->now_mono_usec < g->peak_used_usec + GRANT_HOLD_USEC && mc_guest_use_fell(g) && high > now) {
                 uint64_t since = in->now_mono_usec - g->peak_used_usec;
                 double left = 1.0;
                 if (since > PEAK_HOLD_FULL_USEC)

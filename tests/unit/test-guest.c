@@ -394,6 +394,7 @@ static void test_rate(void)
                 ctx.now_mono_usec += SEC(1);
                 mc_guest_observe(&g, &t, &ctx);
                 g_assert_cmpfloat(g.use_rate_kib_s, ==, 0);
+                g_assert_cmpuint(g.peak_used_kib, ==, 0);
         }
         mc_guest_clear(&g);
 }
