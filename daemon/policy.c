@@ -353,6 +353,12 @@ static bool recently_granted(const McPolicyInput *in, const McGuest *g, uint64_t
         return g->last_grant_usec > 0 && in->now_mono_usec < g->last_grant_usec + usec;
 }
 
+/* What it takes to give the guest `want` more than its target, within its cap. */
+static uint64_t need_for(const McGuest *g, const Work *w, uint64_t want)
+{
+        return sub_sat(min_u64(mc_guest_target_kib(g) + want, w->limits.cap_kib), w->to_kib);
+}
+
 static void adaptive_needs(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
                            size_t n, Work *w)
 {
@@ -376,8 +382,7 @@ static void adaptive_needs(const McPolicySettings *s, const McPolicyInput *in, c
                 uint64_t want = reserve - h;
                 uint64_t urgent = h < T ? (uint64_t) ceil(s->grant_factor * (double) (T - h)) : 0;
                 want = max_u64(want, urgent);
-                uint64_t to = min_u64(mc_guest_target_kib(g) + want, w[i].limits.cap_kib);
-                uint64_t need = sub_sat(to, w[i].to_kib);
+                uint64_t need = need_for(g, &w[i], want);
 
                 w[i].touched = true;
                 if (need >= s->dead_band_kib) {
@@ -409,12 +414,13 @@ static int compare_order(const void *a, const void *b)
 }
 
 /*
- * Whether shares of the shortfall keep every needy guest at T/2 of headroom or more (the OOM
+ * Whether shares of part[] of the needs keep every needy guest at T/2 of headroom or more (the OOM
  * point of the guests here is ~47 MiB at T = 100). Then the crunch is shared, as by the seed:
  * nobody is sacrificed for a shortage all can live through. Deeper than that, sharing lets
  * every consumer run out together: needs are served whole, in order.
  */
-static bool crunch_shared_survivably(const McPolicySettings *s, size_t n, const Work *w, uint64_t avail)
+static bool crunch_shared_survivably(const McPolicySettings *s, size_t n, const Work *w,
+                                     const uint64_t *part, uint64_t avail)
 {
         Work *copy = malloc((n > 0 ? n : 1) * sizeof(Work));
         bool ok = true;
@@ -422,9 +428,11 @@ static bool crunch_shared_survivably(const McPolicySettings *s, size_t n, const 
         if (!copy)
                 return false;
         memcpy(copy, w, n * sizeof(Work));
+        for (size_t i = 0; i < n; i++)
+                copy[i].need_kib = min_u64(part[i], w[i].need_kib);
         (void) share_by_weight(n, copy, avail);
         for (size_t i = 0; i < n && ok; i++) {
-                if (w[i].need_kib == 0)
+                if (min_u64(part[i], w[i].need_kib) == 0)
                         continue;
                 uint64_t got = copy[i].to_kib - w[i].to_kib;
                 ok = w[i].headroom_kib + got >= s->domain_threshold_kib / 2;
@@ -533,9 +541,7 @@ static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *cons
         if (others_weight == 0 || w[lead].limits.weight <= others_weight)
                 return n;
         uint64_t reserve = s->domain_threshold_kib + rate_cover_kib(w[lead].rate_kib_s, LEAD_RESERVE_USEC);
-        uint64_t want = sub_sat(reserve, w[lead].headroom_kib);
-        uint64_t to = min_u64(mc_guest_target_kib(guests[lead]) + want, w[lead].limits.cap_kib);
-        uint64_t need = sub_sat(to, w[lead].to_kib);
+        uint64_t need = need_for(guests[lead], &w[lead], sub_sat(reserve, w[lead].headroom_kib));
         if (need > w[lead].need_kib)
                 w[lead].need_kib = need;
         w[lead].ranked = true;
@@ -596,7 +602,7 @@ static int serve_parts(const McGuest *const *guests, size_t n, Work *w, const ui
  * A crunch with one consumer ranked above every other (Weight=, extend_lead_reserve): first
  * what keeps each needy guest at T/2 (the OOM point of the guests here is ~47 MiB at T = 100),
  * whole in the crunch order when not all of it fits; then the ranked guest's whole need. The
- * others share what is left by the usual rules.
+ * others share what is left by the usual rules. Adds what it gives to *given.
  */
 static int ranked_first(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
                         size_t ranked, uint64_t *avail, uint64_t *given)
@@ -606,7 +612,6 @@ static int ranked_first(const McPolicySettings *s, const McGuest *const *guests,
 
         if (!part)
                 return -ENOMEM;
-        *given = 0;
         for (size_t i = 0; i < n; i++)
                 part[i] = sub_sat(s->domain_threshold_kib / 2, w[i].headroom_kib);
         r = serve_parts(guests, n, w, part, true, avail, given);
@@ -629,45 +634,28 @@ static int ranked_first(const McPolicySettings *s, const McGuest *const *guests,
 static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
                            size_t ranked, uint64_t avail, uint64_t *given)
 {
-        Work *urgent = malloc((n > 0 ? n : 1) * sizeof(Work));
-        uint64_t total = 0, got = 0, first = 0;
+        uint64_t *urgent = calloc(n > 0 ? n : 1, sizeof(uint64_t));
+        uint64_t total = 0;
         int r = 0;
 
         if (!urgent)
                 return -ENOMEM;
-        if (ranked < n) {
-                r = ranked_first(s, guests, n, w, ranked, &avail, &first);
-                if (r < 0) {
-                        free(urgent);
-                        return r;
+        *given = 0;
+        if (ranked < n)
+                r = ranked_first(s, guests, n, w, ranked, &avail, given);
+        if (r >= 0) {
+                for (size_t i = 0; i < n; i++) {
+                        urgent[i] = w[i].urgent_kib;
+                        total += min_u64(urgent[i], w[i].need_kib);
                 }
-        }
-        memcpy(urgent, w, n * sizeof(Work));
-        for (size_t i = 0; i < n; i++) {
-                urgent[i].need_kib = min_u64(w[i].urgent_kib, w[i].need_kib);
-                total += urgent[i].need_kib;
-        }
-        if (total > avail) {
-                if (crunch_shared_survivably(s, n, urgent, avail))
-                        got = share_by_weight(n, urgent, avail);
-                else
-                        r = serve_in_order(guests, n, urgent, avail, &got);
-        } else
-                got = share_by_weight(n, urgent, total);
-        for (size_t i = 0; i < n && r >= 0; i++) {
-                uint64_t part = urgent[i].to_kib - w[i].to_kib;
-                w[i].to_kib += part;
-                w[i].need_kib -= min_u64(part, w[i].need_kib);
-                if (part > 0)
-                        w[i].reason = MC_REASON_CRUNCH_GRANT;
+                bool in_order = total > avail && !crunch_shared_survivably(s, n, w, urgent, avail);
+                r = serve_parts(guests, n, w, urgent, in_order, &avail, given);
         }
         free(urgent);
-        *given = first + got;
-        if (r < 0 || got >= avail)
-                return r;
 
         /* Reserves from what is left, shared: none is paid in full while another runs short. */
-        *given += share_by_weight(n, w, avail - got);
+        if (r >= 0 && avail > 0)
+                *given += share_by_weight(n, w, avail);
         return r;
 }
 
