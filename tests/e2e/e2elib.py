@@ -583,7 +583,19 @@ def tail(path: str, lines: int = 40) -> str:
         return f"({path}: {e})"
 
 
+def add_host_arguments(ap) -> None:
+    """The options every real-guest program takes: where the build and the output are, the
+    guest kit's cache, the scratch space, and how long to wait for other users of the host."""
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--kit", default=os.environ.get("MC_E2E_KIT", DEFAULT_KIT))
+    ap.add_argument("--work", default=os.environ.get("MC_E2E_WORK", DEFAULT_WORK),
+                    help="scratch space (libvirtd's state record)")
+    ap.add_argument("--wait-foreign", type=float, default=FOREIGN_WAIT_S,
+                    help="seconds to wait for other users of qemu:///system to finish")
+
+
 __all__ = ["G", "mctest", "Host", "Recorder", "Skip", "Disturbed", "log", "require_host", "build_kit",
            "wait_for_quiet_host", "foreign_domains", "foreign_daemons", "save_json", "tail", "MIB", "URI",
-           "daemon_knows_policy",
+           "daemon_knows_policy", "add_host_arguments",
            "PREFIX", "SKIP", "DEFAULT_KIT", "DEFAULT_WORK", "BALLOON_LINE", "GREW_LINE"]

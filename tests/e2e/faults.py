@@ -725,13 +725,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", required=True, choices=list(CASES) + ["all"],
                     help="one case, or all of them in turn within one turn on the host")
-    ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--kit", default=os.environ.get("MC_E2E_KIT", E.DEFAULT_KIT))
-    ap.add_argument("--work", default=os.environ.get("MC_E2E_WORK", E.DEFAULT_WORK),
-                    help="scratch space (libvirtd's state record)")
-    ap.add_argument("--wait-foreign", type=float, default=E.FOREIGN_WAIT_S,
-                    help="seconds to wait for other users of qemu:///system to finish")
+    E.add_host_arguments(ap)
     a = ap.parse_args(argv)
     try:
         E.require_host(["virsh", "libvirtd", "qemu-system-x86_64", "dbus-daemon", "busctl", "dbus-send",

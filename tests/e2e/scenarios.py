@@ -1001,10 +1001,15 @@ class Analysis:
                    f">= 50; console >= {RAMP_FLOOR} MiB/s, TCG's allocation speed in fresh memory")
         self.check_settled(f, t_ramp)
         self.check_idle_companion(idle, self.step_t(f, "free") or self.r.t_end)
-        if not m[f]["oom"]:
-            want = self.demand(f) + self.base_use[f]
-            self.outcome("no-oom", f"{f}: actual rises to what its workload holds plus the kernel's use",
-                         m[f]["peak_actual_kib"] >= want, f"peak {m[f]['peak_actual_kib'] // MIB} MiB",
+        self.outcome_reached(m, f)
+
+    def outcome_reached(self, m, n: str) -> None:
+        """no-oom, the consumer's side: unless it was killed, its actual reached what its
+        workload holds plus the kernel's use."""
+        if not m[n]["oom"]:
+            want = self.demand(n) + self.base_use[n]
+            self.outcome("no-oom", f"{n}: actual rises to what its workload holds plus the kernel's use",
+                         m[n]["peak_actual_kib"] >= want, f"peak {m[n]['peak_actual_kib'] // MIB} MiB",
                          f">= {want // MIB} MiB")
 
     def checks_page_cache(self, m) -> None:
@@ -1050,11 +1055,7 @@ class Analysis:
                       f"not reached; lowest {min((v for _, v in after), default=0) // MIB} MiB")
                      + f" (idle reserve {0 if level is None else level / MIB:.0f} MiB: {rp} idle at the end)",
                      f"actual <= idle reserve + {IDLE_LEVEL_SLACK // MIB} MiB")
-        if not m[rp]["oom"]:
-            want = self.demand(rp) + self.base_use[rp]
-            self.outcome("no-oom", f"{rp}: actual rises to what its workload holds plus the kernel's use",
-                         m[rp]["peak_actual_kib"] >= want, f"peak {m[rp]['peak_actual_kib'] // MIB} MiB",
-                         f">= {want // MIB} MiB")
+        self.outcome_reached(m, rp)
 
     def checks_sawtooth(self, m) -> None:
         sw, idle = self.r.names["saw"], self.r.names["idle"]
@@ -1398,13 +1399,7 @@ TIMING_ONLY = 2  # report(): only timing outcomes failed
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", required=True, choices=list(SCENARIOS))
-    ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--kit", default=os.environ.get("MC_E2E_KIT", E.DEFAULT_KIT))
-    ap.add_argument("--work", default=os.environ.get("MC_E2E_WORK", E.DEFAULT_WORK),
-                    help="scratch space (libvirtd's state record)")
-    ap.add_argument("--wait-foreign", type=float, default=E.FOREIGN_WAIT_S,
-                    help="seconds to wait for other users of qemu:///system to finish")
+    E.add_host_arguments(ap)
     ap.add_argument("--reanalyze", action="store_true",
                     help="measure, check and plot the recorded run in OUT again, without running")
     ap.add_argument("--policy", default=os.environ.get("MC_E2E_POLICY", ""),
