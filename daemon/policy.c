@@ -34,7 +34,7 @@
 #define FLIP_GUARD_USEC (10 * UINT64_C(1000000))
 /* In a crunch, what a guest granted memory lately keeps above T before it gives to the
  * guests under T: small moves back and forth around T are ping-pong; this much more than the
- * others is not a share. */
+ * others is not a share (fair_band_kib). */
 #define CRUNCH_FAIR_BAND_KIB MIB(32)
 /* After its use fell, a guest keeps the size it had at its high whole this long, then less
  * and less until GRANT_HOLD: a tooth of a sawtooth comes back within it on the guests here
@@ -691,6 +691,18 @@ static uint64_t hold_kib(const McPolicySettings *s, const McPolicyInput *in, con
         return hold;
 }
 
+/*
+ * What a consumer keeps above T in a crunch, given the lowest headroom among the guests left
+ * short (with what they were given this tick): CRUNCH_FAIR_BAND, but never more than that
+ * above the lowest of them. A shortfall is then shared: nobody sits at its OOM point beside a
+ * guest holding more than T (on the real guests of e2e scenario 2, the last to start ramping
+ * sat at 49-50 MiB unused, a few MiB from its OOM point, beside two at 107-121).
+ */
+static uint64_t fair_band_kib(uint64_t T, uint64_t short_low_kib)
+{
+        return min_u64(CRUNCH_FAIR_BAND_KIB, sub_sat(short_low_kib + CRUNCH_FAIR_BAND_KIB, T));
+}
+
 static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
                             size_t n, Work *w, McPolicySummary *sum)
 {
@@ -698,9 +710,16 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
         /* A guest left short this tick: what others hold for a load that may come back goes
          * to it instead (a workload that ended, or that its kernel killed, is not held for). */
         bool wanted = false;
+        uint64_t short_low = UINT64_MAX;
 
         for (size_t i = 0; i < n; i++)
-                wanted = wanted || w[i].need_kib > 0;
+                if (w[i].need_kib > 0) {
+                        wanted = true;
+                        short_low =
+                                min_u64(short_low,
+                                        w[i].headroom_kib + sub_sat(w[i].to_kib, committed_kib(guests[i])));
+                }
+        uint64_t band = fair_band_kib(T, short_low);
         for (size_t i = 0; i < n; i++) {
                 const McGuest *g = guests[i];
 
@@ -732,7 +751,7 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 bool consumer = sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
                                 g->use_rate_kib_s > -RATE_STEADY_KIB_S && !fell;
 
-                uint64_t keep = sum->crunch ? T + (consumer || consuming ? CRUNCH_FAIR_BAND_KIB : 0) : 2 * T;
+                uint64_t keep = sum->crunch ? T + (consumer || consuming ? band : 0) : 2 * T;
                 if (consuming)
                         keep += rate_cover_kib(w[i].rate_kib_s, horizon_usec(in));
                 if (!sum->crunch && !wanted)

@@ -1757,8 +1757,9 @@ static void test_adaptive_hold_peak_use(void)
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(2048) - MIB(35));
 }
 
-/* In a crunch a guest granted memory lately and no longer consuming keeps 32 MiB above T;
- * what it holds beyond that goes to the guests under T. */
+/* In a crunch a guest granted memory lately and no longer consuming keeps 32 MiB above T,
+ * and never more than 32 MiB above the lowest guest left short; what it holds beyond that
+ * goes to the guests under T. */
 static void test_adaptive_crunch_fair_band(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -1771,10 +1772,21 @@ static void test_adaptive_crunch_fair_band(void)
         g_assert_true(sum.crunch);
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(18));
-        /* Within the band: left alone. */
+        /* 25 MiB above T, the other 40 MiB below it: 10 % of 125 goes to it. */
         g[0].unused_kib = g[0].sample_headroom_kib = MIB(125);
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(25) / 2);
+        /* The other 5 MiB below T: at 125 it is within 32 MiB of it, left alone; at 140 the
+         * 13 MiB above 95 + 32 go (10 % would be 14). */
+        g[1].unused_kib = g[1].sample_headroom_kib = MIB(95);
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_true(sum.crunch);
         g_assert_null(find_decision(d, n, 0));
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(140);
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(13));
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(125);
+        g[1].unused_kib = g[1].sample_headroom_kib = MIB(60);
         /* Granted 5 s ago, but its use fell 300 MiB below its high (its workload ended): a
          * donor at once, down to T. */
         g[0].last_grant_usec = SEC_AGO(5);
@@ -1784,14 +1796,15 @@ static void test_adaptive_crunch_fair_band(void)
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(12) - MIB(1) / 2);
         g[0].peak_used_kib = 0;
-        /* Consuming at 10 MiB/s with ~295 MiB of headroom while the other is short: it keeps
-         * T + 32 + 10 x 4 s, and gives 10 % of what it has. */
+        /* Consuming at 10 MiB/s with ~295 MiB of headroom while the other is 40 MiB under T:
+         * it keeps T + 10 x 4 s, and gives 10 % of what it has. */
         McGuest c[2] = { adaptive_guest(MIB(1024), MIB(300), RATE_MIB_S(10)), g[1] };
         c[0].last_grant_usec = SEC_AGO(20);
         n = adaptive_run(&s, H_KIB, c, 2, d, NULL, &sum);
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
         g_assert_cmpuint(decision_to(d, n, 0), <=, MIB(1024) - MIB(29));
         g_assert_cmpuint(decision_to(d, n, 0), >=, MIB(1024) - MIB(30));
+
         /* Ranked above the other by the admin: its reserve is its own. */
         c[0].weight = 200;
         n = adaptive_run(&s, H_KIB, c, 2, d, NULL, &sum);
