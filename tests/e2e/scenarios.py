@@ -250,6 +250,7 @@ scenario(Scenario(
 ))
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Run
 
@@ -611,17 +612,19 @@ class Analysis:
         """The longest run of samples in which guest n consumes (its workload holds memory), sits
         below T, and memory is there to give it: the budget's headroom plus what the other guests
         hold above their idle reserve (2T of unused, or of usable where the page cache makes that
-        larger) covers T - unused. From the first such sample to the first one that is not."""
+        larger) covers T - unused, for it and for every other consuming guest below T (in a
+        crunch where all of them are short, what is free is not there for one of them alone).
+        From the first such sample to the first one that is not."""
         runs, start, last = [], None, None
         for t, rows in self.samples_by_ts():
             if t < self.r.t_daemon + STEADY_SETTLE_S:
                 continue
-            me = rows[n]
-            need = BELOW_T - me["unused_kib"]
+            need = {g: BELOW_T - x["unused_kib"] for g, x in rows.items()
+                    if x["unused_kib"] < BELOW_T and self.held_at(g, t) > 0}
             head = self.budget - sum(x["actual_kib"] for x in rows.values())
             spare = sum(max(0, max(x["unused_kib"], x["usable_kib"] or 0) - 2 * T)
                         for g, x in rows.items() if g != n)
-            cond = need > 0 and self.held_at(n, t) > 0 and head + spare >= need
+            cond = n in need and head + spare >= sum(need.values())
             if cond and start is None:
                 start = t
             elif not cond and start is not None:
