@@ -46,6 +46,7 @@ void mc_guest_init(McGuest *g, const char *uuid, const char *name)
 {
         *g = (McGuest){
                 .status = MC_GUEST_STALE,
+                .meta = MC_GUEST_META_NONE,
                 .stats_age_usec = UINT64_MAX,
         };
         if (uuid) {
@@ -300,6 +301,12 @@ unsigned mc_guest_observe(McGuest *g, const McReading *r, const McObserveContext
         if (r->max_kib != g->max_kib) {
                 g->max_kib = r->max_kib;
                 changes |= MC_GUEST_CHANGED_MAX;
+        }
+        /* Read only when the guest is first seen and after a change: a reading without them
+         * leaves the guest's as they are. */
+        if (r->has_meta && memcmp(&g->meta, &r->meta, sizeof(g->meta)) != 0) {
+                g->meta = r->meta;
+                changes |= MC_GUEST_CHANGED_META;
         }
         g->moved_externally = false;
 

@@ -67,7 +67,9 @@ typedef struct McReading {
         uint64_t disk_caches_kib; /* page cache the guest can drop; 0 = not reported */
         uint64_t max_kib;
         int64_t last_update; /* the guest's stamp of the sample, epoch seconds; 0 = none */
-        bool has_meta;       /* meta was read: the backend reports settings from the definition */
+        /* The settings of its definition, read for this collect: when the guest is first seen
+         * and after they changed. Without them the guest keeps the ones it has. */
+        bool has_meta;
         McGuestMeta meta;
 } McReading;
 
@@ -92,7 +94,8 @@ typedef struct McGuest {
         uint64_t limit_max_kib; /* admin cap; 0 = max_kib */
         unsigned weight;        /* crunch share bias; 0 = MC_DEFAULT_WEIGHT */
         bool excluded;
-        McGuestMeta meta; /* from the guest's definition; folded into the above by the manager */
+        McGuestMeta meta; /* from the guest's definition, as last read; folded into the above by
+                           * the manager */
 
         /* The last readings: fresh ones when status is MC_GUEST_MANAGED. */
         bool has_stats;
@@ -160,6 +163,7 @@ typedef enum McGuestChange {
         MC_GUEST_MOVED_BY_GUEST = 1u << 5,  /* the balloon grew without us (autodeflate) */
         MC_GUEST_FIGURES = 1u << 6,         /* actual, unused, ... changed */
         MC_GUEST_CHANGED_LIMITS = 1u << 7,  /* min, max, weight or exclusion as configured */
+        MC_GUEST_CHANGED_META = 1u << 8,    /* the settings of its definition */
 } McGuestChange;
 
 typedef struct McObserveContext {
@@ -176,9 +180,10 @@ void mc_guest_init(McGuest *g, const char *uuid, const char *name);
 void mc_guest_clear(McGuest *g);
 
 /*
- * Folds one reading into the guest: name and max, freshness and status (excluded and busy
- * included), the target in flight (landed, given up, overtaken by the guest), the rate of
- * demand. Returns a mask of McGuestChange.
+ * Folds one reading into the guest: name and max, the settings of its definition when the
+ * reading has them, freshness and status (excluded and busy included), the target in flight
+ * (landed, given up, overtaken by the guest), the rate of demand. Returns a mask of
+ * McGuestChange.
  */
 unsigned mc_guest_observe(McGuest *g, const McReading *r, const McObserveContext *ctx);
 

@@ -17,18 +17,29 @@
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virDomainFree)
 
-/* What we remember of a guest between collects: its handle and what its XML said, once. */
-typedef struct KnownDomain {
+/*
+ * A running domain's libvirt handle and what libvirt needs remembered about it between
+ * collects: answers asked once, and what is still to be asked. Facts about the guest (its
+ * figures, its maximum, the settings of its definition) live in McGuest: a reading carries
+ * them there, and the settings only when they were read.
+ */
+typedef struct DomainHandle {
         virDomainPtr dom;
-        bool has_balloon_device;   /* from its XML, read once */
-        bool period_tried;         /* we asked for a stats period once */
-        uint64_t max_kib;          /* when the bulk record lacks balloon.maximum */
-        uint64_t fixed_actual_kib; /* memory of a guest without a balloon */
-        unsigned generation;       /* last collect that saw it */
-        bool meta_stale;           /* metadata to be read (first sight, or libvirt said it changed) */
-        bool in_job;               /* a set found an async job (dump, save, migration) running */
-        McGuestMeta meta;          /* memcoord's metadata and <memtune><min_guarantee> */
-} KnownDomain;
+        unsigned generation;     /* last collect that saw it */
+        bool has_balloon_device; /* from its XML, read once */
+        bool period_tried;       /* we asked for a stats period once */
+        bool meta_pending;       /* its settings to be read for the next reading: first sight,
+                                  * libvirt said they changed, or the last read failed */
+        bool meta_failed;        /* the last read failed: said once, asked again quietly */
+        bool in_job;             /* a set found an async job (dump, save, migration) running */
+        /* virDomainGetInfo's answer, asked once, only for a record without balloon.maximum
+         * (or, for a guest without a balloon, balloon.current): libvirt's test driver leaves
+         * them out, QEMU never does. Neither can change while the domain runs (libvirt
+         * refuses a new maximum on an active domain; without a balloon nothing moves its
+         * memory), and a new run is a new handle. */
+        uint64_t info_max_kib;
+        uint64_t info_memory_kib;
+} DomainHandle;
 
 typedef struct Libvirt {
         virConnectPtr conn;
@@ -36,7 +47,7 @@ typedef struct Libvirt {
         int node_nparams; /* fields of virNodeGetMemoryStats; 0 = not asked yet */
         int lifecycle_id;
         int metadata_id;
-        GHashTable *known; /* uuid -> KnownDomain* */
+        GHashTable *known; /* uuid -> DomainHandle* */
         unsigned generation;
 } Libvirt;
 
@@ -268,9 +279,9 @@ char *mc_libvirt_format_meta(const McGuestMeta *meta)
         return g_string_free(s, FALSE);
 }
 
-static void known_domain_free(gpointer p)
+static void domain_handle_free(gpointer p)
 {
-        KnownDomain *k = p;
+        DomainHandle *k = p;
 
         if (!k)
                 return;
@@ -396,7 +407,7 @@ static void on_metadata_change(virConnectPtr conn, virDomainPtr dom, int type, c
 {
         McHypervisor *h = opaque;
         char uuid[VIR_UUID_STRING_BUFLEN];
-        KnownDomain *k;
+        DomainHandle *k;
 
         if (type != VIR_DOMAIN_METADATA_ELEMENT || !nsuri || !g_str_equal(nsuri, MC_LIBVIRT_META_NS))
                 return;
@@ -406,7 +417,7 @@ static void on_metadata_change(virConnectPtr conn, virDomainPtr dom, int type, c
         }
         k = g_hash_table_lookup(impl(h)->known, uuid);
         if (k)
-                k->meta_stale = true;
+                k->meta_pending = true;
 }
 
 static int libvirt_init(McHypervisor *h)
@@ -415,7 +426,7 @@ static int libvirt_init(McHypervisor *h)
 
         l->lifecycle_id = -1;
         l->metadata_id = -1;
-        l->known = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, known_domain_free);
+        l->known = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, domain_handle_free);
         h->impl = l;
         virSetErrorFunc(NULL, silence_libvirt);
         return 0;
@@ -471,11 +482,14 @@ static int libvirt_connect(McHypervisor *h)
         return 0;
 }
 
-static KnownDomain *learn_domain(McHypervisor *h, virDomainPtr dom, const char *uuid)
+/* The handle of a domain, made at first sight; then *ret_xml is its XML (NULL if it could not
+ * be read), for the caller to read its settings from. */
+static DomainHandle *learn_domain(McHypervisor *h, virDomainPtr dom, const char *uuid, char **ret_xml)
 {
-        KnownDomain *k = g_hash_table_lookup(impl(h)->known, uuid);
-        g_autofree char *xml = NULL;
+        DomainHandle *k = g_hash_table_lookup(impl(h)->known, uuid);
+        char *xml;
 
+        *ret_xml = NULL;
         if (k) {
                 if (k->dom != dom) {
                         virDomainFree(k->dom);
@@ -485,38 +499,37 @@ static KnownDomain *learn_domain(McHypervisor *h, virDomainPtr dom, const char *
                 return k;
         }
 
-        k = g_new0(KnownDomain, 1);
+        k = g_new0(DomainHandle, 1);
         virDomainRef(dom);
         k->dom = dom;
         /* libvirt adds a virtio balloon to every QEMU guest unless told model='none'. */
         xml = virDomainGetXMLDesc(dom, 0);
         h->calls.other_calls++;
-        k->meta = MC_GUEST_META_NONE;
-        k->meta_stale = true;
-        if (xml) {
+        k->meta_pending = true;
+        if (xml)
                 k->has_balloon_device =
                         strstr(xml, "<memballoon") && !strstr(xml, "<memballoon model='none'");
-                k->meta.min_guarantee_kib = mc_libvirt_parse_min_guarantee(xml);
-        } else
+        else
                 virResetLastError();
         g_hash_table_insert(impl(h)->known, g_strdup(uuid), k);
+        *ret_xml = xml;
         return k;
 }
 
-/* Max memory (and current memory, for a guest without a balloon), read once per guest. */
-static void learn_fixed_memory(McHypervisor *h, KnownDomain *k)
+/* Max memory (and current memory, for a guest without a balloon), asked once per run. */
+static void learn_fixed_memory(McHypervisor *h, DomainHandle *k)
 {
         virDomainInfo info;
 
-        if (k->max_kib > 0)
+        if (k->info_max_kib > 0)
                 return;
         h->calls.other_calls++;
         if (virDomainGetInfo(k->dom, &info) < 0) {
                 virResetLastError();
                 return;
         }
-        k->max_kib = info.maxMem;
-        k->fixed_actual_kib = info.memory;
+        k->info_max_kib = info.maxMem;
+        k->info_memory_kib = info.memory;
 }
 
 /* Reads the balloon fields of a bulk record; returns whether it had any. */
@@ -629,45 +642,75 @@ static int domain_in_job(McHypervisor *h, virDomainPtr dom)
         return info.type != VIR_DOMAIN_JOB_NONE;
 }
 
-/* memcoord's element of the guest's metadata, as it is live. None is not an error. */
-static void read_meta(McHypervisor *h, KnownDomain *k, const char *name)
+/* A read of the settings failed: said once, and kept pending for the next collect. The
+ * guest keeps the settings it has meanwhile (none, at first sight). */
+static void meta_read_failed(DomainHandle *k, const char *name, const char *what)
 {
-        g_autofree char *xml = NULL, *why = NULL;
-        McGuestMeta meta = k->meta;
+        virErrorPtr e = virGetLastError();
 
-        k->meta_stale = false;
+        if (!k->meta_failed)
+                mc_log_id(LOG_WARNING, MC_MESSAGE_METADATA_IGNORED,
+                          "%s: failed to read %s: %s; trying again", name, what,
+                          e && e->message ? e->message : "unknown error");
+        virResetLastError();
+        k->meta_failed = true;
+}
+
+/*
+ * The settings the guest carries in its definition, as they are live, into the reading:
+ * memcoord's element of its metadata and its <memtune><min_guarantee>. domain_xml is its XML
+ * when at hand, else it is read here. No element is no settings, and so is a bad one; a driver
+ * without metadata has none. Any other failure leaves them pending and the reading without.
+ */
+static void read_meta(McHypervisor *h, DomainHandle *k, const char *name, const char *domain_xml,
+                      McReading *st)
+{
+        g_autofree char *own_xml = NULL, *xml = NULL, *why = NULL;
+        McGuestMeta meta = MC_GUEST_META_NONE;
+
+        if (!domain_xml) {
+                h->calls.other_calls++;
+                own_xml = virDomainGetXMLDesc(k->dom, 0);
+                if (!own_xml) {
+                        meta_read_failed(k, name, "its domain XML");
+                        return;
+                }
+                domain_xml = own_xml;
+        }
         h->calls.other_calls++;
         xml = virDomainGetMetadata(k->dom, VIR_DOMAIN_METADATA_ELEMENT, MC_LIBVIRT_META_NS,
                                    VIR_DOMAIN_AFFECT_LIVE);
         if (!xml) {
                 virErrorPtr e = virGetLastError();
-                if (e && e->code != VIR_ERR_NO_DOMAIN_METADATA)
+                int code = e ? e->code : VIR_ERR_NO_DOMAIN_METADATA;
+
+                if (code == VIR_ERR_NO_SUPPORT || code == VIR_ERR_OPERATION_UNSUPPORTED)
+                        /* Asking again would not help: as if there were none. */
                         mc_log_id(LOG_WARNING, MC_MESSAGE_METADATA_IGNORED,
                                   "%s: failed to read memcoord's metadata: %s", name,
                                   e->message ? e->message : "unknown error");
+                else if (code != VIR_ERR_NO_DOMAIN_METADATA) {
+                        meta_read_failed(k, name, "memcoord's metadata");
+                        return;
+                }
                 virResetLastError();
-                meta.min_kib = meta.max_kib = 0;
-                meta.weight = 0;
-                meta.excluded = -1;
-                k->meta = meta;
-                return;
-        }
-        if (mc_libvirt_parse_meta(xml, &meta, &why) < 0) {
+        } else if (mc_libvirt_parse_meta(xml, &meta, &why) < 0)
                 /* Said once per change: a bad element counts as none. */
                 mc_log_id(LOG_WARNING, MC_MESSAGE_METADATA_IGNORED,
                           "%s: ignoring memcoord's metadata %s: %s", name, xml, why);
-                meta.min_kib = meta.max_kib = 0;
-                meta.weight = 0;
-                meta.excluded = -1;
-        }
-        k->meta = meta;
+        meta.min_guarantee_kib = mc_libvirt_parse_min_guarantee(domain_xml);
+        k->meta_pending = false;
+        k->meta_failed = false;
+        st->has_meta = true;
+        st->meta = meta;
 }
 
 static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned stats_period_sec,
                         McReading *st)
 {
         virDomainPtr dom = rec->dom;
-        KnownDomain *k;
+        g_autofree char *xml = NULL;
+        DomainHandle *k;
 
         if (virDomainGetUUIDString(dom, st->uuid) < 0) {
                 virResetLastError();
@@ -675,12 +718,10 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
                 return;
         }
         st->name = g_strdup(virDomainGetName(dom));
-        k = learn_domain(h, dom, st->uuid);
+        k = learn_domain(h, dom, st->uuid, &xml);
         k->generation = impl(h)->generation;
-        if (k->meta_stale)
-                read_meta(h, k, st->name);
-        st->has_meta = true;
-        st->meta = k->meta;
+        if (k->meta_pending)
+                read_meta(h, k, st->name, xml, st);
 
         bool any = read_bulk_record(rec, st);
         if (!k->has_balloon_device) {
@@ -689,9 +730,9 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
                 st->has_balloon = false;
                 learn_fixed_memory(h, k);
                 if (st->actual_kib == 0)
-                        st->actual_kib = k->fixed_actual_kib;
+                        st->actual_kib = k->info_memory_kib;
                 if (st->max_kib == 0)
-                        st->max_kib = k->max_kib;
+                        st->max_kib = k->info_max_kib;
                 return;
         }
         if (!any) {
@@ -715,7 +756,7 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
         }
         if (st->max_kib == 0) {
                 learn_fixed_memory(h, k);
-                st->max_kib = k->max_kib;
+                st->max_kib = k->info_max_kib;
         }
 
         /* Stats not flowing: ask the guest for them once. Never period 0, which would freeze
@@ -763,7 +804,7 @@ static int libvirt_collect(McHypervisor *h, unsigned stats_period_sec, McReading
         gpointer v;
         g_hash_table_iter_init(&it, l->known);
         while (g_hash_table_iter_next(&it, NULL, &v))
-                if (((KnownDomain *) v)->generation != l->generation)
+                if (((DomainHandle *) v)->generation != l->generation)
                         g_hash_table_iter_remove(&it);
 
         /* A balloon of 0 KiB is not a reading: never decide from it. Compact away records
@@ -865,7 +906,7 @@ static int libvirt_host_memory(McHypervisor *h, McHostMemory *ret)
 
 static int libvirt_set_target(McHypervisor *h, const char *uuid, uint64_t kib)
 {
-        KnownDomain *k = g_hash_table_lookup(impl(h)->known, uuid);
+        DomainHandle *k = g_hash_table_lookup(impl(h)->known, uuid);
 
         if (!k)
                 return mc_hypervisor_fail(h, -ENOENT, "Failed to set balloon target: guest %s is gone",
@@ -884,7 +925,7 @@ static int libvirt_set_target(McHypervisor *h, const char *uuid, uint64_t kib)
 
 static int libvirt_set_meta(McHypervisor *h, const char *uuid, const McGuestMeta *meta)
 {
-        KnownDomain *k = g_hash_table_lookup(impl(h)->known, uuid);
+        DomainHandle *k = g_hash_table_lookup(impl(h)->known, uuid);
         g_autofree char *xml = mc_libvirt_format_meta(meta);
         unsigned flags = VIR_DOMAIN_AFFECT_LIVE;
         int persistent;
@@ -903,10 +944,8 @@ static int libvirt_set_meta(McHypervisor *h, const char *uuid, const McGuestMeta
         if (virDomainSetMetadata(k->dom, VIR_DOMAIN_METADATA_ELEMENT, xml,
                                  xml ? MC_LIBVIRT_META_PREFIX : NULL, MC_LIBVIRT_META_NS, flags) < 0)
                 return translate_error(h, "Failed to store the settings in the domain XML");
-        k->meta.min_kib = meta->min_kib;
-        k->meta.max_kib = meta->max_kib;
-        k->meta.weight = meta->weight;
-        k->meta.excluded = meta->excluded;
+        /* Nothing kept here: the caller holds them, and libvirt's metadata event has them read
+         * back at the next collect. */
         return 0;
 }
 

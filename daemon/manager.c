@@ -91,7 +91,6 @@ static McGuest *add_guest(McManager *m, const char *uuid, const char *name)
         McGuest *g = g_new0(McGuest, 1);
 
         mc_guest_init(g, uuid, name);
-        g->meta = MC_GUEST_META_NONE;
         (void) apply_config_limits(m, g);
         g_hash_table_insert(m->guests, g->uuid, g);
         mc_log_idf(LOG_INFO, MC_MESSAGE_GUEST_APPEARED, (MC_LOG_DOMAIN(g->name, g->uuid)), "%s: now watched",
@@ -291,11 +290,8 @@ static void log_status(const McGuest *g)
 static void observe(McManager *m, McGuest *g, const McReading *r, const McObserveContext *ctx)
 {
         unsigned changes = mc_guest_observe(g, r, ctx);
-        bool meta_changed = r->has_meta && memcmp(&g->meta, &r->meta, sizeof(g->meta)) != 0;
 
-        if (meta_changed)
-                g->meta = r->meta;
-        if (changes & MC_GUEST_CHANGED_NAME || meta_changed)
+        if (changes & (MC_GUEST_CHANGED_NAME | MC_GUEST_CHANGED_META))
                 changes |= apply_config_limits(m, g);
         if (changes & MC_GUEST_CHANGED_STATUS)
                 log_status(g);

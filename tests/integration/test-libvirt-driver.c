@@ -641,6 +641,67 @@ static void test_node_metadata_limits(void)
         g_assert_cmpuint(must_find(m, "vm-memtune")->actual_kib, ==, MIB(800));
         g_assert_cmpuint(must_find(m, "vm-both")->actual_kib, >=, MIB(512));
         g_assert_cmpuint(must_find(m, "vm-excluded")->actual_kib, ==, MIB(2048));
+        assert_limits(m, "vm-meta", MIB(1000), MIB(1536), 300, false);
+        assert_limits(m, "vm-excluded", MIB(256), MIB(2048), 100, true);
+        assert_limits(m, "vm-memtune", MIB(800), MIB(2048), 100, false);
+        assert_limits(m, "vm-both", MIB(512), MIB(1024), 100, false);
+
+        /* Read when the guests were first seen (the collect at connect), not since: the guests
+         * keep them from reading to reading. Paused, a tick's only calls are its collect's. */
+        g_assert_cmpint(mc_manager_set_paused(m, true), ==, 0);
+        for (int i = 0; i < 3; i++) {
+                tick(m);
+                g_assert_cmpuint(mc_hypervisor_calls(m->hypervisor)->other_calls, ==, 0);
+                assert_limits(m, "vm-meta", MIB(1000), MIB(1536), 300, false);
+                assert_limits(m, "vm-excluded", MIB(256), MIB(2048), 100, true);
+        }
+
+        mc_manager_free(m);
+        recorder_clear(&rec);
+}
+
+/*
+ * The metadata changed behind the manager's back (written through its own connection, as a
+ * peer's `virsh metadata` would through libvirtd): libvirt's event has it read again for the
+ * next reading of that guest alone, with its min_guarantee, and the guest keeps it after.
+ */
+static void test_node_metadata_changed(void)
+{
+        g_autofree char *uri = g_strconcat("test://", node_metadata_xml, NULL);
+        Recorder rec;
+
+        recorder_init(&rec);
+        McManager *m = manager_new_config(uri, "[Coordinator]\n", &rec);
+        /* Paused: a tick's only calls are its collect's. */
+        g_assert_cmpint(mc_manager_set_paused(m, true), ==, 0);
+        tick(m);
+        assert_limits(m, "vm-memtune", MIB(800), MIB(2048), 100, false);
+        assert_limits(m, "vm-meta", MIB(1000), MIB(1536), 300, false);
+
+        const McGuestMeta capped = { .max_kib = MIB(1800), .weight = 200, .excluded = -1 };
+        const McGuestMeta removed = MC_GUEST_META_NONE;
+        McHypervisor *h = m->hypervisor;
+        g_assert_cmpint(mc_hypervisor_set_meta(h, must_find(m, "vm-memtune")->uuid, &capped), ==, 0);
+        g_assert_cmpint(mc_hypervisor_set_meta(h, must_find(m, "vm-meta")->uuid, &removed), ==, 0);
+        /* The manager knows only what readings tell it. */
+        assert_limits(m, "vm-memtune", MIB(800), MIB(2048), 100, false);
+
+        spin_for(USEC(0.2));
+        tick(m);
+        /* Each of the two: its domain XML (for min_guarantee) and memcoord's element. */
+        g_assert_cmpuint(mc_hypervisor_calls(m->hypervisor)->other_calls, ==, 4);
+        assert_limits(m, "vm-memtune", MIB(800), MIB(1800), 200, false);
+        g_assert_cmpuint(must_find(m, "vm-memtune")->meta.min_guarantee_kib, ==, MIB(800));
+        assert_limits(m, "vm-meta", MIB(256), MIB(2048), 100, false);
+        /* The others as they were. */
+        assert_limits(m, "vm-excluded", MIB(256), MIB(2048), 100, true);
+
+        for (int i = 0; i < 5; i++) {
+                tick(m);
+                g_assert_cmpuint(mc_hypervisor_calls(m->hypervisor)->other_calls, ==, 0);
+                assert_limits(m, "vm-memtune", MIB(800), MIB(1800), 200, false);
+                assert_limits(m, "vm-meta", MIB(256), MIB(2048), 100, false);
+        }
 
         mc_manager_free(m);
         recorder_clear(&rec);
@@ -1279,6 +1340,15 @@ static void test_remote_metadata(void)
         g_test_message("metadata change in effect %.2f s after it was made",
                        (double) (now_mono() - t0) / 1e6);
         assert_limits(m, "mc-it-meta", MIB(1100), MIB(1400), 100, false);
+        /* And kept: the ticks after do not read it again (paused, a tick's only calls are its
+         * collect's). */
+        g_assert_cmpint(mc_manager_set_paused(m, true), ==, 0);
+        for (int i = 0; i < 3; i++) {
+                tick(m);
+                g_assert_cmpuint(mc_hypervisor_calls(m->hypervisor)->other_calls, ==, 0);
+                assert_limits(m, "mc-it-meta", MIB(1100), MIB(1400), 100, false);
+        }
+        g_assert_cmpint(mc_manager_set_paused(m, false), ==, 0);
 
         /* Written by the manager: live and in the persistent definition, seen by the peer. */
         g_assert_cmpint(mc_manager_set_domain_limits_persistent(m, "mc-it-meta", MIB(1000), 0, 150, &why),
@@ -1351,6 +1421,7 @@ int main(int argc, char **argv)
         g_test_add_func("/libvirt/node/pause", test_node_pause);
         g_test_add_func("/libvirt/node/metadata-limits", test_node_metadata_limits);
         g_test_add_func("/libvirt/node/metadata-persistent", test_node_metadata_persistent);
+        g_test_add_func("/libvirt/node/metadata-changed", test_node_metadata_changed);
         g_test_add_func("/libvirt/libvirtd/metadata", test_remote_metadata);
         g_test_add_func("/libvirt/libvirtd/targets-visible", test_remote_targets_visible);
         g_test_add_func("/libvirt/libvirtd/lifecycle", test_remote_lifecycle);

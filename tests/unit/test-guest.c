@@ -509,6 +509,85 @@ static void test_limits(void)
         }
 }
 
+static void assert_meta(const McGuestMeta *a, const McGuestMeta *b)
+{
+        g_assert_cmpuint(a->min_kib, ==, b->min_kib);
+        g_assert_cmpuint(a->max_kib, ==, b->max_kib);
+        g_assert_cmpuint(a->weight, ==, b->weight);
+        g_assert_cmpint(a->excluded, ==, b->excluded);
+        g_assert_cmpuint(a->min_guarantee_kib, ==, b->min_guarantee_kib);
+}
+
+/*
+ * The settings of a guest's definition come with a reading only when they were read (first
+ * sight, a change): a reading without them leaves the guest's, and the limits resolved from
+ * them, as they are, whatever else the reading says.
+ */
+static void test_meta_kept(void)
+{
+        static const McGuestMeta none = MC_GUEST_META_NONE;
+        const McGuestMeta set = {
+                .min_kib = MIB(1000),
+                .max_kib = MIB(1536),
+                .weight = 300,
+                .excluded = 0,
+                .min_guarantee_kib = MIB(800),
+        };
+        McGuest g;
+        Clock c;
+
+        guest_new(&g, &c);
+        assert_meta(&g.meta, &none);
+
+        McReading r = reading(MIB(1024), MIB(300), 0);
+        r.has_meta = true;
+        r.meta = set;
+        g_assert_true(step(&g, &c, r) & MC_GUEST_CHANGED_META);
+        assert_meta(&g.meta, &set);
+        /* What the manager resolves from them (apply_config_limits()), here by hand. */
+        g.min_kib = g.meta.min_kib;
+        g.limit_max_kib = g.meta.max_kib;
+        g.weight = g.meta.weight;
+        McGuestLimits before = mc_guest_limits(MIB(256), &g);
+        g_assert_cmpuint(before.floor_kib, ==, MIB(1000));
+        g_assert_cmpuint(before.cap_kib, ==, MIB(1536));
+        g_assert_cmpuint(before.weight, ==, 300);
+
+        /* Readings without: a managed one, one whose meta field holds something else, a busy
+         * one, one without balloon stats. */
+        McReading plain = reading(MIB(1024), MIB(300), 0);
+        McReading stray = reading(MIB(1024), MIB(300), 0);
+        stray.meta = none;
+        McReading busy = { .uuid = "x", .name = (char *) "vm", .busy = true, .max_kib = MIB(2048) };
+        McReading nostats = {
+                .uuid = "x", .name = (char *) "vm", .actual_kib = MIB(1024), .max_kib = MIB(2048)
+        };
+        const McReading *without[] = { &plain, &stray, &busy, &nostats, &plain };
+        for (size_t i = 0; i < G_N_ELEMENTS(without); i++) {
+                unsigned ch = step(&g, &c, *without[i]);
+                g_assert_false(ch & (MC_GUEST_CHANGED_META | MC_GUEST_CHANGED_LIMITS));
+                assert_meta(&g.meta, &set);
+                g_assert_cmpuint(g.min_kib, ==, MIB(1000));
+                g_assert_cmpuint(g.limit_max_kib, ==, MIB(1536));
+                g_assert_cmpuint(g.weight, ==, 300);
+                g_assert_false(g.excluded);
+                McGuestLimits l = mc_guest_limits(MIB(256), &g);
+                g_assert_cmpuint(l.floor_kib, ==, before.floor_kib);
+                g_assert_cmpuint(l.cap_kib, ==, before.cap_kib);
+                g_assert_cmpuint(l.weight, ==, before.weight);
+        }
+        g_assert_cmpint(g.status, ==, MC_GUEST_MANAGED);
+
+        /* Read again and the same: no change. Read again and removed: none. */
+        g_assert_false(step(&g, &c, r) & MC_GUEST_CHANGED_META);
+        r.meta = none;
+        g_assert_true(step(&g, &c, r) & MC_GUEST_CHANGED_META);
+        assert_meta(&g.meta, &none);
+        g_assert_false(step(&g, &c, plain) & MC_GUEST_CHANGED_META);
+        assert_meta(&g.meta, &none);
+        mc_guest_clear(&g);
+}
+
 static void test_backoff(void)
 {
         McGuest g = {};
@@ -539,6 +618,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/guest/peak-use", test_peak_use);
         g_test_add_func("/guest/headroom-and-cache", test_headroom_and_cache);
         g_test_add_func("/guest/limits", test_limits);
+        g_test_add_func("/guest/meta-kept", test_meta_kept);
         g_test_add_func("/guest/backoff", test_backoff);
         return g_test_run();
 }
