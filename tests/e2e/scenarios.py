@@ -1074,9 +1074,8 @@ class Analysis:
         self.outcome_reached(m, rp)
 
     def checks_crunch(self, m) -> None:
+        # The kills are in the table (OOM), not checked: see the scenario's why.
         self.check_budget_samples()
-        kills = sum(m[n]["oom"] for n in self.r.names.values())
-        self.check("OOM kills in all (reported)", True, f"{kills} of 3", "reported, not asserted")
 
     def checks_sawtooth(self, m) -> None:
         sw, idle = self.r.names["saw"], self.r.names["idle"]
