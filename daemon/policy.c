@@ -727,16 +727,17 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                     g->last_target_kib > g->actual_kib)
                         continue;
                 /* A consuming guest is about to need what would be claimed; but in a crunch
-                 * where another is left short, what it holds beyond CRUNCH_FAIR_BAND above its
-                 * reserve is not its share (a burst read as its rate, or a pessimistic guess
-                 * at frozen figures, granted it that much more than the others). */
+                 * where another is left short, what it holds beyond the fair band
+                 * (fair_band_kib) above its reserve is not its share (a burst read as its
+                 * rate, or a pessimistic guess at frozen figures, granted it that much more
+                 * than the others). */
                 bool consuming = w[i].rate_kib_s > 0;
                 if (consuming && (!(sum->crunch && wanted) || w[i].ranked))
                         continue;
                 /* No claim straight after a grant: the opposite move back to back is the
                  * ping-pong of a cyclic load. In a crunch a guest granted memory within the hold
                  * is a consumer, not a donor (what it is claimed it needs again at once): it
-                 * keeps CRUNCH_FAIR_BAND above T; more than that, a grant that outran its demand
+                 * keeps the fair band above T; more than that, a grant that outran its demand
                  * (a burst read as its rate), goes to the guests under T. Unless its use fell
                  * well below its high (a workload that ended, or that its kernel killed): then
                  * it is a donor at once. */
