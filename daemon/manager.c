@@ -352,8 +352,7 @@ static void log_short(const McManager *m, const McGuest *g, uint64_t short_kib, 
                    (MC_LOG_DOMAIN(g->name, g->uuid), MC_LOG_U64("MEMCOORD_SHORT_KIB", short_kib)),
                    "%s: short of %llu MiB: %s (weight %u)", g->name,
                    (unsigned long long) (short_kib + 1023) / 1024,
-                   m->config->policy.host_budget_kib > 0 && sum->host_available_kib == 0
-                           ? "the host budget is spent"
+                   sum->budget_bound ? "the host budget is spent"
                            : "the host has not enough free memory above its threshold",
                    mc_manager_guest_limits(m, g).weight);
 }

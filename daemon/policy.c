@@ -692,11 +692,15 @@ static uint64_t hold_kib(const McPolicySettings *s, const McPolicyInput *in, con
 }
 
 /*
- * What a consumer keeps above T in a crunch, given the lowest headroom among the guests left
- * short (with what they were given this tick): CRUNCH_FAIR_BAND, but never more than that
- * above the lowest of them. A shortfall is then shared: nobody sits at its OOM point beside a
- * guest holding more than T (on the real guests of e2e scenario 2, the last to start ramping
- * sat at 49-50 MiB unused, a few MiB from its OOM point, beside two at 107-121).
+ * What a guest keeps above T in a crunch where another is left short, given the lowest
+ * headroom among the guests left short (with what they were given this tick):
+ * CRUNCH_FAIR_BAND, but never more than that above the lowest of them. A shortfall is then
+ * shared: nobody sits at its OOM point beside a guest holding more than T (on the real guests
+ * of e2e scenario 2, the last to start ramping sat at 49-50 MiB unused, a few MiB from its OOM
+ * point, beside two at 107-121). And it is the band of a hysteresis: a guest that holds its
+ * workload is not claimed the last few MiB down to T, where its kernel's drift makes it needy
+ * again and the next memory freed goes back to it (a claim, a grant, a claim: the reversals
+ * real scenario 2 showed for all three guests while they held).
  */
 static uint64_t fair_band_kib(uint64_t T, uint64_t short_low_kib)
 {
@@ -749,10 +753,12 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 if (g->last_grew_usec > 0 && in->now_mono_usec < g->last_grew_usec + GRANT_HOLD_USEC &&
                     !fell)
                         continue;
+                /* In a crunch of the host alone (nobody left short), a guest granted memory
+                 * lately still keeps the band; the others give down to T. */
                 bool consumer = sum->crunch && recently_granted(in, g, GRANT_HOLD_USEC) &&
                                 g->use_rate_kib_s > -RATE_STEADY_KIB_S && !fell;
 
-                uint64_t keep = sum->crunch ? T + (consumer || consuming ? band : 0) : 2 * T;
+                uint64_t keep = sum->crunch ? T + (consumer || consuming || wanted ? band : 0) : 2 * T;
                 if (consuming)
                         keep += rate_cover_kib(w[i].rate_kib_s, horizon_usec(in));
                 if (!sum->crunch && !wanted)
@@ -805,8 +811,10 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
          */
         uint64_t host_free_kib = in->host_free_kib;
         uint64_t avail = sub_sat(host_free_kib, s->host_threshold_kib + in_flight);
-        if (s->host_budget_kib > 0)
-                avail = min_u64(avail, sub_sat(s->host_budget_kib, total_committed));
+        if (s->host_budget_kib > 0 && sub_sat(s->host_budget_kib, total_committed) <= avail) {
+                avail = sub_sat(s->host_budget_kib, total_committed);
+                sum.budget_bound = true;
+        }
         bool deficit = host_free_kib < s->host_threshold_kib ||
                        (s->host_budget_kib > 0 && total_actual > s->host_budget_kib);
         sum.host_available_kib = avail;

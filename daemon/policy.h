@@ -49,6 +49,7 @@ typedef struct McDecision {
 
 typedef struct McPolicySummary {
         uint64_t host_available_kib; /* what the host could give this tick */
+        bool budget_bound;           /* HostBudget, not the host's free memory, set that */
         uint64_t need_total_kib;     /* what the needy guests asked for */
         uint64_t granted_kib;
         uint64_t claimed_kib;

@@ -1408,6 +1408,11 @@ def report(r: Run, trace: Optional[str] = None) -> int:
         for c in failed:
             print(f"  FAIL {c.name}: {c.measured} (want {c.threshold})", flush=True)
         dump_failure(r)
+        # Once more after the logs: a test runner's log keeps only the last lines.
+        print(f"\n===== {len(failed)} of {len(an.checks)} checks FAILED =====", file=sys.stderr)
+        for c in failed:
+            print(f"  FAIL {c.name}: {c.measured} (want {c.threshold})", file=sys.stderr)
+        sys.stderr.flush()
         return TIMING_ONLY if all(c.outcome in TIMING_OUTCOMES for c in failed) else 1
     print(f"all {len(an.checks) - len(base)} asserted checks hold", flush=True)
     return 0

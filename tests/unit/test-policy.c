@@ -60,7 +60,7 @@ static McReason decision_reason(const McDecision *d, ssize_t n, size_t guest)
 static ssize_t policy_run(const McPolicySettings *s, uint64_t host_free, const McGuest *g, size_t n,
                           McDecision *d, McPolicySummary *sum)
 {
-        const McGuest *ptrs[64];
+        const McGuest *ptrs[64] = { NULL };
         McPolicyInput in = { .host_free_kib = host_free, .now_mono_usec = 0, .interval_usec = 1000000 };
 
         g_assert_cmpuint(n, <=, G_N_ELEMENTS(ptrs));
@@ -773,6 +773,18 @@ static void test_summary(void)
         g_assert_cmpuint(sum.claimed_kib, ==, MIB(100));
         g_assert_cmpint(decision_reason(d, 4, 3), ==, MC_REASON_CLAIM);
         g_assert_cmpint(decision_reason(d, 4, 2), ==, MC_REASON_GRANT);
+        g_assert_false(sum.budget_bound);
+
+        /* Which bound set what the host could give: the budget (7168M committed, 7400M) or,
+         * with less room above H than that, the host's free memory. */
+        McPolicySettings b = seed_defaults;
+        b.host_budget_kib = MIB(7400);
+        g_assert_cmpint(run_checked(&b, H_KIB + MIB(400), g, 4, d, &sum), >=, 0);
+        g_assert_cmpuint(sum.host_available_kib, ==, MIB(232));
+        g_assert_true(sum.budget_bound);
+        g_assert_cmpint(run_checked(&b, H_KIB + MIB(200), g, 4, d, &sum), >=, 0);
+        g_assert_cmpuint(sum.host_available_kib, ==, MIB(200));
+        g_assert_false(sum.budget_bound);
 }
 
 /* The policy reads its inputs only. */
@@ -1822,6 +1834,23 @@ static void test_adaptive_crunch_fair_band(void)
         g[0].last_grant_usec = 0;
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(12) - MIB(1) / 2);
+        /* Holding steady 12 MiB above T, the other 20 MiB below it: within the band of it, not
+         * claimed down to T (where its drift would make it needy again); at 118 only the 6 MiB
+         * above 80 + 32 go. */
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(112);
+        g[1].unused_kib = g[1].sample_headroom_kib = MIB(80);
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_null(find_decision(d, n, 0));
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(118);
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(6));
+        /* The host alone short (nobody under T): a guest not granted lately gives down to T. */
+        g[1].unused_kib = g[1].sample_headroom_kib = MIB(200);
+        n = adaptive_run(&s, H_KIB - MIB(50), g, 2, d, NULL, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(118) / 10);
 }
 
 static void test_adaptive_crunch_order(void)
