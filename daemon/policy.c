@@ -624,15 +624,39 @@ static int ranked_first(const McPolicySettings *s, const McGuest *const *guests,
         return r;
 }
 
+static bool recently_claimed(const McPolicyInput *in, const McGuest *g, uint64_t usec)
+{
+        return g->last_claim_usec > g->last_grant_usec && in->now_mono_usec < g->last_claim_usec + usec;
+}
+
+/*
+ * No grant straight after a claim in a crunch: what a guest gave goes to the others, and
+ * handing it back a tick later (the memory a claim freed, shared among all the needy, the
+ * donor among them) is the reversal of ping-pong. Within FLIP_GUARD of a claim a guest's need
+ * waits, unless it is now the worst off of the needy guests: then it is served as any other.
+ */
+static void defer_donors(const McPolicyInput *in, const McGuest *const *guests, size_t n, Work *w)
+{
+        uint64_t lowest = UINT64_MAX;
+
+        for (size_t i = 0; i < n; i++)
+                if (w[i].need_kib > 0 && !recently_claimed(in, guests[i], FLIP_GUARD_USEC))
+                        lowest = min_u64(lowest, w[i].headroom_kib);
+        for (size_t i = 0; i < n; i++)
+                if (w[i].need_kib > 0 && recently_claimed(in, guests[i], FLIP_GUARD_USEC) &&
+                    w[i].headroom_kib >= lowest)
+                        w[i].need_kib = w[i].urgent_kib = 0;
+}
+
 /*
  * A crunch: first what brings each needy guest back to T (its urgent need), then, with what is
  * left, the reserves above T, shared by weight. Urgent needs that do not all fit are shared
  * while shares keep everyone at T/2 or more, else served whole in order. A reserve is never
  * paid for with another guest's urgent need. A guest the admin ranked above every other is
- * served first (ranked_first).
+ * served first (ranked_first); one claimed from just now waits (defer_donors).
  */
-static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
-                           size_t ranked, uint64_t avail, uint64_t *given)
+static int crunch_adaptive(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
+                           size_t n, Work *w, size_t ranked, uint64_t avail, uint64_t *given)
 {
         uint64_t *urgent = calloc(n > 0 ? n : 1, sizeof(uint64_t));
         uint64_t total = 0;
@@ -641,6 +665,7 @@ static int crunch_adaptive(const McPolicySettings *s, const McGuest *const *gues
         if (!urgent)
                 return -ENOMEM;
         *given = 0;
+        defer_donors(in, guests, n, w);
         if (ranked < n)
                 r = ranked_first(s, guests, n, w, ranked, &avail, given);
         if (r >= 0) {
@@ -875,7 +900,7 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                                 w[i].need_kib = 0;
                         }
         } else if (adaptive) {
-                if (crunch_adaptive(s, guests, n_guests, w, ranked, avail, &sum.granted_kib) < 0) {
+                if (crunch_adaptive(s, in, guests, n_guests, w, ranked, avail, &sum.granted_kib) < 0) {
                         free(w);
                         return -ENOMEM;
                 }

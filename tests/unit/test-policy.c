@@ -1853,6 +1853,42 @@ static void test_adaptive_crunch_fair_band(void)
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(118) / 10);
 }
 
+/* In a crunch a guest claimed from just now is not handed memory back (the reversal of
+ * ping-pong) unless it is the worst off of the needy. */
+static void test_adaptive_crunch_defers_donor(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[2];
+        uint64_t short_kib[2];
+        McPolicySummary sum;
+
+        /* 10 MiB under T, claimed from 3 s ago; the other 30 under T; 30 MiB to give. */
+        McGuest g[2] = { adaptive_guest(MIB(600), MIB(90), 0), adaptive_guest(MIB(600), MIB(70), 0) };
+        g[1].uuid[MC_UUID_STRLEN - 2] = 'b';
+        g[0].last_grant_usec = SEC_AGO(40);
+        g[0].last_claim_usec = SEC_AGO(3);
+        ssize_t n = adaptive_run(&s, H_KIB + MIB(30), g, 2, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_null(find_decision(d, n, 0));
+        g_assert_cmpuint(short_kib[0], >, 0);
+        g_assert_cmpint(decision_reason(d, n, 1), ==, MC_REASON_CRUNCH_GRANT);
+        g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(630));
+        /* Now the worst off of the two: served as any other. */
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(60);
+        n = adaptive_run(&s, H_KIB + MIB(30), g, 2, d, short_kib, &sum);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_GRANT);
+        /* The claim 12 s ago, past the flip guard: served again. */
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(90);
+        g[0].last_claim_usec = SEC_AGO(12);
+        n = adaptive_run(&s, H_KIB + MIB(30), g, 2, d, short_kib, &sum);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_GRANT);
+        /* A grant since the claim: not a donor. */
+        g[0].last_claim_usec = SEC_AGO(3);
+        g[0].last_grant_usec = SEC_AGO(2);
+        n = adaptive_run(&s, H_KIB + MIB(30), g, 2, d, short_kib, &sum);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_GRANT);
+}
+
 static void test_adaptive_crunch_order(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -2040,6 +2076,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/adaptive/hysteresis", test_adaptive_hysteresis);
         g_test_add_func("/policy/adaptive/hold-peak-use", test_adaptive_hold_peak_use);
         g_test_add_func("/policy/adaptive/crunch-fair-band", test_adaptive_crunch_fair_band);
+        g_test_add_func("/policy/adaptive/crunch-defers-donor", test_adaptive_crunch_defers_donor);
         g_test_add_func("/policy/adaptive/crunch-order", test_adaptive_crunch_order);
         g_test_add_func("/policy/adaptive/triage", test_adaptive_triage);
         g_test_add_func("/policy/adaptive/skips", test_adaptive_skips);
