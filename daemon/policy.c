@@ -36,6 +36,11 @@
  * guests under T: small moves back and forth around T are ping-pong; this much more than the
  * others is not a share (fair_band_kib). */
 #define CRUNCH_FAIR_BAND_KIB MIB(32)
+/* In a crunch, a move smaller than this changes nobody's fate (a holding guest's kernel takes
+ * or gives 16 MiB at a time, every ~10 s, on the guests here) and costs a reversal: the
+ * crumbs of a budget shared among the needy, a claim of the last 2-3 MiB above a band. Below
+ * T/2 of headroom a guest is given whatever there is. */
+#define CRUNCH_MIN_MOVE_KIB MIB(8)
 /* After its use fell, a guest keeps the size it had at its high whole this long, then less
  * and less until GRANT_HOLD: a tooth of a sawtooth comes back within it on the guests here
  * (10-15 s), and claims at c = 10 % per tick still return 95 % of a freed workload by ~35 s. */
@@ -800,6 +805,18 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
         }
 }
 
+/* A crunch move below CRUNCH_MIN_MOVE, but for a grant to a guest under T/2 of headroom. */
+static bool crunch_crumb(const McPolicySettings *s, const McGuest *g, const Work *w)
+{
+        uint64_t from = committed_kib(g);
+
+        if (w->reason == MC_REASON_CRUNCH_GRANT)
+                return w->to_kib < from + CRUNCH_MIN_MOVE_KIB && w->headroom_kib >= s->domain_threshold_kib / 2;
+        if (w->reason == MC_REASON_CRUNCH_CLAIM)
+                return w->to_kib + CRUNCH_MIN_MOVE_KIB > claim_base_kib(g);
+        return false;
+}
+
 ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
                       size_t n_guests, McDecision *decisions, uint64_t *short_kib, McPolicySummary *summary)
 {
@@ -914,6 +931,15 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
 
         for (size_t i = 0; i < n_guests; i++) {
                 const McGuest *g = guests[i];
+
+                if (adaptive && crunch_crumb(s, g, &w[i])) {
+                        if (w[i].reason == MC_REASON_CRUNCH_GRANT)
+                                sum.granted_kib -= min_u64(w[i].to_kib - committed_kib(g), sum.granted_kib);
+                        else
+                                sum.claimed_kib -= min_u64(claim_base_kib(g) - w[i].to_kib, sum.claimed_kib);
+                        w[i].to_kib = committed_kib(g);
+                        w[i].reason = MC_REASON_NONE;
+                }
                 uint64_t to = w[i].to_kib;
 
                 /* What was needed and not given: share_by_weight zeroes need_kib as it goes. */

@@ -1835,8 +1835,8 @@ static void test_adaptive_crunch_fair_band(void)
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(12) - MIB(1) / 2);
         /* Holding steady 12 MiB above T, the other 20 MiB below it: within the band of it, not
-         * claimed down to T (where its drift would make it needy again); at 118 only the 6 MiB
-         * above 80 + 32 go. */
+         * claimed down to T (where its drift would make it needy again); at 118 the 6 MiB above
+         * 80 + 32 are crumbs (under 8 MiB), at 124 the 12 go. */
         g[0].unused_kib = g[0].sample_headroom_kib = MIB(112);
         g[1].unused_kib = g[1].sample_headroom_kib = MIB(80);
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
@@ -1844,13 +1844,16 @@ static void test_adaptive_crunch_fair_band(void)
         g_assert_null(find_decision(d, n, 0));
         g[0].unused_kib = g[0].sample_headroom_kib = MIB(118);
         n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
+        g_assert_null(find_decision(d, n, 0));
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(124);
+        n = adaptive_run(&s, H_KIB, g, 2, d, NULL, &sum);
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
-        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(6));
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(12));
         /* The host alone short (nobody under T): a guest not granted lately gives down to T. */
         g[1].unused_kib = g[1].sample_headroom_kib = MIB(200);
         n = adaptive_run(&s, H_KIB - MIB(50), g, 2, d, NULL, &sum);
         g_assert_true(sum.crunch);
-        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(118) / 10);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) - MIB(124) / 10);
 }
 
 /* In a crunch a guest claimed from just now is not handed memory back (the reversal of
@@ -1887,6 +1890,27 @@ static void test_adaptive_crunch_defers_donor(void)
         g[0].last_grant_usec = SEC_AGO(2);
         n = adaptive_run(&s, H_KIB + MIB(30), g, 2, d, short_kib, &sum);
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_GRANT);
+}
+
+/* In a crunch, moves under 8 MiB are not made, but a grant to a guest under T/2. */
+static void test_adaptive_crunch_crumbs(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[1];
+        McPolicySummary sum;
+
+        McGuest g[1] = { adaptive_guest(MIB(600), MIB(80), 0) };
+        ssize_t n = adaptive_run(&s, H_KIB + MIB(5), g, 1, d, NULL, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpint(n, ==, 0);
+        g_assert_cmpuint(sum.granted_kib, ==, 0);
+        n = adaptive_run(&s, H_KIB + MIB(8), g, 1, d, NULL, &sum);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_GRANT);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(608));
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(45);
+        n = adaptive_run(&s, H_KIB + MIB(5), g, 1, d, NULL, &sum);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(605));
+        g_assert_cmpuint(sum.granted_kib, ==, MIB(5));
 }
 
 static void test_adaptive_crunch_order(void)
@@ -2077,6 +2101,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/adaptive/hold-peak-use", test_adaptive_hold_peak_use);
         g_test_add_func("/policy/adaptive/crunch-fair-band", test_adaptive_crunch_fair_band);
         g_test_add_func("/policy/adaptive/crunch-defers-donor", test_adaptive_crunch_defers_donor);
+        g_test_add_func("/policy/adaptive/crunch-crumbs", test_adaptive_crunch_crumbs);
         g_test_add_func("/policy/adaptive/crunch-order", test_adaptive_crunch_order);
         g_test_add_func("/policy/adaptive/triage", test_adaptive_triage);
         g_test_add_func("/policy/adaptive/skips", test_adaptive_skips);
