@@ -26,11 +26,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virDomainFree)
 typedef struct DomainHandle {
         virDomainPtr dom;
         unsigned generation;     /* last collect that saw it */
-        bool has_balloon_device; /* from its XML, read once */
+        bool has_balloon_device; /* from its XML, read once ... */
+        bool device_known;       /* ... when it could be read: until then asked every collect */
         bool period_tried;       /* we asked for a stats period once */
         bool meta_pending;       /* its settings to be read for the next reading: first sight,
                                   * libvirt said they changed, or the last read failed */
-        bool meta_failed;        /* the last read failed: said once, asked again quietly */
+        bool meta_failed;        /* the last read of its definition or settings failed: said
+                                  * once, asked again quietly */
         bool in_job;             /* a set found an async job (dump, save, migration) running */
         /* virDomainGetInfo's answer, asked once, only for a record without balloon.maximum
          * (or, for a guest without a balloon, balloon.current): libvirt's test driver leaves
@@ -490,28 +492,30 @@ static DomainHandle *learn_domain(McHypervisor *h, virDomainPtr dom, const char 
         char *xml;
 
         *ret_xml = NULL;
-        if (k) {
-                if (k->dom != dom) {
-                        virDomainFree(k->dom);
-                        virDomainRef(dom);
-                        k->dom = dom;
-                }
-                return k;
+        if (k && k->dom != dom) {
+                virDomainFree(k->dom);
+                virDomainRef(dom);
+                k->dom = dom;
         }
-
-        k = g_new0(DomainHandle, 1);
-        virDomainRef(dom);
-        k->dom = dom;
+        if (k && k->device_known)
+                return k;
+        if (!k) {
+                k = g_new0(DomainHandle, 1);
+                virDomainRef(dom);
+                k->dom = dom;
+                k->meta_pending = true;
+                g_hash_table_insert(impl(h)->known, g_strdup(uuid), k);
+        }
         /* libvirt adds a virtio balloon to every QEMU guest unless told model='none'. */
         xml = virDomainGetXMLDesc(dom, 0);
         h->calls.other_calls++;
-        k->meta_pending = true;
-        if (xml)
+        if (xml) {
+                k->device_known = true;
                 k->has_balloon_device =
                         strstr(xml, "<memballoon") && !strstr(xml, "<memballoon model='none'");
-        else
-                virResetLastError();
-        g_hash_table_insert(impl(h)->known, g_strdup(uuid), k);
+        } else {
+                (void) translate_error(h, "Failed to read the domain's definition");
+        }
         *ret_xml = xml;
         return k;
 }
@@ -720,6 +724,18 @@ static void read_record(McHypervisor *h, virDomainStatsRecordPtr rec, unsigned s
         st->name = g_strdup(virDomainGetName(dom));
         k = learn_domain(h, dom, st->uuid, &xml);
         k->generation = impl(h)->generation;
+        if (!k->device_known) {
+                /* Whether it has a balloon is not known yet: nothing is read or set for it
+                 * this collect (busy, its last figures stand), and its definition is asked
+                 * again at the next. */
+                if (!k->meta_failed)
+                        mc_log_idf(LOG_WARNING, MC_MESSAGE_COLLECT_FAILED,
+                                   (MC_LOG_DOMAIN(st->name, st->uuid), MC_LOG_STR("MEMCOORD_ERROR", h->error)),
+                                   "%s: %s; asked again at the next collect", st->name, h->error);
+                k->meta_failed = true;
+                st->busy = true;
+                return;
+        }
         if (k->meta_pending)
                 read_meta(h, k, st->name, xml, st);
 

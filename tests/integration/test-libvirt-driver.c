@@ -272,6 +272,22 @@ static void assert_defaults(const McManager *m)
         g_assert_cmpuint(p->dead_band_kib, ==, MIB(1));
 }
 
+/* virDomainGetXMLDesc, wrapped at link time (meson.build): fails for the domain named
+ * xml_fail_name while xml_fail_left > 0, as a libvirtd that cannot answer would. */
+char *__real_virDomainGetXMLDesc(virDomainPtr dom, unsigned int flags);
+char *__wrap_virDomainGetXMLDesc(virDomainPtr dom, unsigned int flags);
+static const char *xml_fail_name;
+static unsigned xml_fail_left;
+
+char *__wrap_virDomainGetXMLDesc(virDomainPtr dom, unsigned int flags)
+{
+        if (xml_fail_left > 0 && g_strcmp0(virDomainGetName(dom), xml_fail_name) == 0) {
+                xml_fail_left--;
+                return NULL;
+        }
+        return __real_virDomainGetXMLDesc(dom, flags);
+}
+
 /* ---- node file, in process ---- */
 
 static void test_node_stats_read(void)
@@ -448,6 +464,44 @@ static gboolean ticks_at_least(gpointer userdata)
         const McManager *m = userdata;
 
         return m->tick_count >= 15;
+}
+
+/*
+ * A guest whose definition cannot be read is not known to have a balloon: it is left alone
+ * (busy, never resized) while the read fails, and managed, with its settings, once it works.
+ * Taking it for a guest without a balloon would leave it unmanaged for the whole run.
+ */
+static void test_node_definition_unread(void)
+{
+        g_autofree char *uri = node_uri();
+        Recorder rec;
+
+        recorder_init(&rec);
+        xml_fail_name = "vm3";
+        xml_fail_left = G_MAXUINT;
+        McManager *m = manager_new(uri, MC_INTERVAL_MAX_USEC, false, &rec);
+        for (unsigned i = 0; i < 5; i++) {
+                tick(m);
+                McGuest *d = must_find(m, "vm3");
+                g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "busy");
+                g_assert_cmpuint(d->last_target_kib, ==, 0);
+                g_assert_null(recorder_find(&rec, "vm3"));
+                g_assert_cmpstr(mc_guest_status_to_string(must_find(m, "vm1")->status), ==, "managed");
+                g_assert_cmpuint(rec.last_managed, ==, 2);
+        }
+        /* Asked again at every collect. */
+        g_assert_cmpuint(G_MAXUINT - xml_fail_left, >=, 5);
+        xml_fail_left = 0;
+        tick(m);
+        McGuest *d = must_find(m, "vm3");
+        g_assert_cmpstr(mc_guest_status_to_string(d->status), ==, "managed");
+        g_assert_true(d->has_stats);
+        g_assert_cmpuint(d->actual_kib, ==, MIB(512));
+        g_assert_cmpuint(rec.last_managed, ==, 3);
+
+        xml_fail_name = NULL;
+        mc_manager_free(m);
+        recorder_clear(&rec);
 }
 
 static void test_node_synthetic_stamps_fresh(void)
@@ -1415,6 +1469,7 @@ int main(int argc, char **argv)
         g_test_add_func("/libvirt/node/targets-applied", test_node_targets_applied);
         g_test_add_func("/libvirt/node/noballoon-never-resized", test_node_noballoon_never_resized);
         g_test_add_func("/libvirt/node/noballoon-reports-memory", test_node_noballoon_reports_memory);
+        g_test_add_func("/libvirt/node/definition-unread", test_node_definition_unread);
         g_test_add_func("/libvirt/node/synthetic-stamps-fresh", test_node_synthetic_stamps_fresh);
         g_test_add_func("/libvirt/node/dry-run", test_node_dry_run);
         g_test_add_func("/libvirt/node/dry-run-signals", test_node_dry_run_signals);
