@@ -947,6 +947,8 @@ class Analysis:
                    bool(grew), f"{len(grew)} lines" + (f", first {grew[0][0] - t_jump:+.1f} s after the "
                                                       f"jump ({grew[0][1]} MiB)" if grew else ""), ">= 1")
         # The tick a line belongs to: the first TickCompleted sent at or after it was read.
+        # From its free on, claims are what returns the memory: its use fell (the deflate can
+        # still be finishing then).
         fights = []
         for tg, mib in grew:
             ticks = [x["tick"] for x in self.ticks if x["t"] >= tg - 0.2]
@@ -954,7 +956,8 @@ class Analysis:
                 continue
             k = ticks[0]
             for d in self.decisions:
-                if d["guest"] == j and d["tick"] in (k, k + 1) and d["to_kib"] < d["from_kib"]:
+                if d["guest"] == j and d["tick"] in (k, k + 1) and d["to_kib"] < d["from_kib"] \
+                        and (t_free is None or d["t"] < t_free):
                     fights.append(f"tick {d['tick']}: {d['from_kib'] // MIB} -> {d['to_kib'] // MIB} ({d['reason']})")
         self.check(f"{j}: not pushed back down in the tick it grew or the next", not fights,
                    "; ".join(fights[:4]) or "none", "no claim")
