@@ -805,13 +805,15 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
         }
 }
 
-/* A crunch move below CRUNCH_MIN_MOVE, but for a grant to a guest under T/2 of headroom. */
+/* A crunch move below CRUNCH_MIN_MOVE, but for a grant to a guest under T/2 of headroom or
+ * one that also lifts it to its floor. */
 static bool crunch_crumb(const McPolicySettings *s, const McGuest *g, const Work *w)
 {
         uint64_t from = committed_kib(g);
 
         if (w->reason == MC_REASON_CRUNCH_GRANT)
-                return w->to_kib < from + CRUNCH_MIN_MOVE_KIB && w->headroom_kib >= s->domain_threshold_kib / 2;
+                return w->to_kib < from + CRUNCH_MIN_MOVE_KIB && w->headroom_kib >= s->domain_threshold_kib / 2 &&
+                       from >= w->limits.floor_kib;
         if (w->reason == MC_REASON_CRUNCH_CLAIM)
                 return w->to_kib + CRUNCH_MIN_MOVE_KIB > claim_base_kib(g);
         return false;
