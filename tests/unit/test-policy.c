@@ -1816,6 +1816,15 @@ static void test_adaptive_crunch_fair_band(void)
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
         g_assert_cmpuint(decision_to(d, n, 0), <=, MIB(1024) - MIB(29));
         g_assert_cmpuint(decision_to(d, n, 0), >=, MIB(1024) - MIB(30));
+        /* The same 2 s after its grant: no guard while the other is left short. */
+        c[0].last_grant_usec = SEC_AGO(2);
+        n = adaptive_run(&s, H_KIB, c, 2, d, NULL, &sum);
+        g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_CLAIM);
+        g_assert_cmpuint(decision_to(d, n, 0), <=, MIB(1024) - MIB(29));
+        /* With nobody short (plenty), the guard holds. */
+        n = adaptive_run(&s, PLENTY, c, 1, d, NULL, &sum);
+        g_assert_cmpint(n, ==, 0);
+        c[0].last_grant_usec = SEC_AGO(20);
 
         /* Ranked above the other by the admin: its reserve is its own. */
         c[0].weight = 200;
