@@ -38,8 +38,9 @@
 #define CRUNCH_FAIR_BAND_KIB MIB(32)
 /* In a crunch, a move smaller than this changes nobody's fate (a holding guest's kernel takes
  * or gives 16 MiB at a time, every ~10 s, on the guests here) and costs a reversal: the
- * crumbs of a budget shared among the needy, a claim of the last 2-3 MiB above a band. Below
- * T/2 of headroom a guest is given whatever there is. */
+ * crumbs of a budget shared among the needy for their reserves above T, a claim of the last
+ * 2-3 MiB above a band. A guest under T is given whatever there is: each MiB is a MiB less of
+ * its shortfall. */
 #define CRUNCH_MIN_MOVE_KIB MIB(8)
 /* After its use fell, a guest keeps the size it had at its high whole this long, then less
  * and less until GRANT_HOLD: a tooth of a sawtooth comes back within it on the guests here
@@ -807,14 +808,14 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
         }
 }
 
-/* A crunch move below CRUNCH_MIN_MOVE, but for a grant to a guest under T/2 of headroom or
- * one that also lifts it to its floor. */
+/* A crunch move below CRUNCH_MIN_MOVE, but for a grant to a guest under T or one that also
+ * lifts it to its floor. */
 static bool crunch_crumb(const McPolicySettings *s, const McGuest *g, const Work *w)
 {
         uint64_t from = committed_kib(g);
 
         if (w->reason == MC_REASON_CRUNCH_GRANT)
-                return w->to_kib < from + CRUNCH_MIN_MOVE_KIB && w->headroom_kib >= s->domain_threshold_kib / 2 &&
+                return w->to_kib < from + CRUNCH_MIN_MOVE_KIB && w->headroom_kib >= s->domain_threshold_kib &&
                        from >= w->limits.floor_kib;
         if (w->reason == MC_REASON_CRUNCH_CLAIM)
                 return w->to_kib + CRUNCH_MIN_MOVE_KIB > claim_base_kib(g);

@@ -1901,14 +1901,15 @@ static void test_adaptive_crunch_defers_donor(void)
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_GRANT);
 }
 
-/* In a crunch, moves under 8 MiB are not made, but a grant to a guest under T/2. */
+/* In a crunch, moves under 8 MiB are not made, but a grant to a guest under T. */
 static void test_adaptive_crunch_crumbs(void)
 {
         McPolicySettings s = adaptive_defaults();
         McDecision d[1];
         McPolicySummary sum;
 
-        McGuest g[1] = { adaptive_guest(MIB(600), MIB(80), 0) };
+        /* 110 MiB of headroom at 10 MiB/s: its reserve is T + 40, a need of 30. */
+        McGuest g[1] = { adaptive_guest(MIB(600), MIB(110), RATE_MIB_S(10)) };
         ssize_t n = adaptive_run(&s, H_KIB + MIB(5), g, 1, d, NULL, &sum);
         g_assert_true(sum.crunch);
         g_assert_cmpint(n, ==, 0);
@@ -1916,7 +1917,9 @@ static void test_adaptive_crunch_crumbs(void)
         n = adaptive_run(&s, H_KIB + MIB(8), g, 1, d, NULL, &sum);
         g_assert_cmpint(decision_reason(d, n, 0), ==, MC_REASON_CRUNCH_GRANT);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(608));
-        g[0].unused_kib = g[0].sample_headroom_kib = MIB(45);
+        /* Under T: every MiB there is. */
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(95);
+        g[0].use_rate_kib_s = g[0].peak_rate_kib_s = 0;
         n = adaptive_run(&s, H_KIB + MIB(5), g, 1, d, NULL, &sum);
         g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(605));
         g_assert_cmpuint(sum.granted_kib, ==, MIB(5));
