@@ -800,7 +800,7 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                  * claim fraction holds against the freshest figure too. */
                 uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));
                 uint64_t amount = claim_amount(s, g, &w[i], min_u64(w[i].headroom_kib, seen), keep);
-                if (amount < s->dead_band_kib)
+                if (amount < (sum->crunch ? max_u64(s->dead_band_kib, CRUNCH_MIN_MOVE_KIB) : s->dead_band_kib))
                         continue;
                 w[i].to_kib = claim_base_kib(g) - amount;
                 w[i].reason = sum->crunch ? MC_REASON_CRUNCH_CLAIM : MC_REASON_CLAIM;
@@ -808,18 +808,14 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
         }
 }
 
-/* A crunch move below CRUNCH_MIN_MOVE, but for a grant to a guest under T or one that also
- * lifts it to its floor. */
+/* A crunch grant below CRUNCH_MIN_MOVE, but for one to a guest under T or one that also lifts
+ * it to its floor. (Crunch claims that small are not made: adaptive_claims.) */
 static bool crunch_crumb(const McPolicySettings *s, const McGuest *g, const Work *w)
 {
         uint64_t from = committed_kib(g);
 
-        if (w->reason == MC_REASON_CRUNCH_GRANT)
-                return w->to_kib < from + CRUNCH_MIN_MOVE_KIB && w->headroom_kib >= s->domain_threshold_kib &&
-                       from >= w->limits.floor_kib;
-        if (w->reason == MC_REASON_CRUNCH_CLAIM)
-                return w->to_kib + CRUNCH_MIN_MOVE_KIB > claim_base_kib(g);
-        return false;
+        return w->reason == MC_REASON_CRUNCH_GRANT && w->to_kib < from + CRUNCH_MIN_MOVE_KIB &&
+               w->headroom_kib >= s->domain_threshold_kib && from >= w->limits.floor_kib;
 }
 
 ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
@@ -938,10 +934,7 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                 const McGuest *g = guests[i];
 
                 if (adaptive && crunch_crumb(s, g, &w[i])) {
-                        if (w[i].reason == MC_REASON_CRUNCH_GRANT)
-                                sum.granted_kib -= min_u64(w[i].to_kib - committed_kib(g), sum.granted_kib);
-                        else
-                                sum.claimed_kib -= min_u64(claim_base_kib(g) - w[i].to_kib, sum.claimed_kib);
+                        sum.granted_kib -= min_u64(w[i].to_kib - committed_kib(g), sum.granted_kib);
                         w[i].to_kib = committed_kib(g);
                         w[i].reason = MC_REASON_NONE;
                 }
