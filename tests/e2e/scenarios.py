@@ -1296,6 +1296,13 @@ def console_digest(path: str, lines: int = 25) -> str:
     return "\n".join(keep[-lines:])
 
 
+def print_failed(failed: List["Check"], total: int, file) -> None:
+    print(f"\n{len(failed)} of {total} checks FAILED:", file=file)
+    for c in failed:
+        print(f"  FAIL {c.name}: {c.measured} (want {c.threshold})", file=file)
+    file.flush()
+
+
 def dump_failure(r: Run) -> None:
     print("\n===== memcoordd log (tail) =====", file=sys.stderr)
     print(E.tail(r.daemon_log, 80) if r.daemon_log else "(no daemon log)", file=sys.stderr)
@@ -1407,15 +1414,10 @@ def report(r: Run, trace: Optional[str] = None) -> int:
             print(f"  BASELINE {c.name}: {c.measured} (adaptive: {c.threshold})", flush=True)
     failed = [c for c in an.checks if not c.ok and an.asserted(c)]
     if failed:
-        print(f"\n{len(failed)} of {len(an.checks)} checks FAILED:", flush=True)
-        for c in failed:
-            print(f"  FAIL {c.name}: {c.measured} (want {c.threshold})", flush=True)
+        print_failed(failed, len(an.checks), sys.stdout)
         dump_failure(r)
         # Once more after the logs: a test runner's log keeps only the last lines.
-        print(f"\n===== {len(failed)} of {len(an.checks)} checks FAILED =====", file=sys.stderr)
-        for c in failed:
-            print(f"  FAIL {c.name}: {c.measured} (want {c.threshold})", file=sys.stderr)
-        sys.stderr.flush()
+        print_failed(failed, len(an.checks), sys.stderr)
         return TIMING_ONLY if all(c.outcome in TIMING_OUTCOMES for c in failed) else 1
     print(f"all {len(an.checks) - len(base)} asserted checks hold", flush=True)
     return 0
