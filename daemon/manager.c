@@ -344,17 +344,22 @@ static int apply_decision(McManager *m, McGuest *g, const McDecision *dec, uint6
         return 1;
 }
 
-static void log_short(const McManager *m, const McGuest *g, uint64_t short_kib, const McPolicySummary *sum)
+static void log_short(const McManager *m, const McGuest *g, uint64_t short_kib, const McPolicySummary *sum,
+                      const McGuest *served_first)
 {
         if (short_kib == 0 || g->short_kib > 0)
                 return; /* said once, when it starts */
+        g_autofree char *behind = served_first && served_first != g
+                                          ? g_strdup_printf(", too little for every consumer: %s is served first",
+                                                            served_first->name)
+                                          : NULL;
         mc_log_idf(LOG_WARNING, MC_MESSAGE_GUEST_SHORT,
                    (MC_LOG_DOMAIN(g->name, g->uuid), MC_LOG_U64("MEMCOORD_SHORT_KIB", short_kib)),
-                   "%s: short of %llu MiB: %s (weight %u)", g->name,
+                   "%s: short of %llu MiB: %s%s (weight %u)", g->name,
                    (unsigned long long) (short_kib + 1023) / 1024,
                    sum->budget_bound ? "the host budget is spent"
                            : "the host has not enough free memory above its threshold",
-                   mc_manager_guest_limits(m, g).weight);
+                   behind ? behind : "", mc_manager_guest_limits(m, g).weight);
 }
 
 /* Collect and observe: every guest the hypervisor lists, and none it no longer does. */
@@ -455,7 +460,8 @@ static int run_tick(McManager *m)
         m->last_summary = summary;
 
         for (size_t i = 0; i < n; i++) {
-                log_short(m, list[i], short_kib[i], &summary);
+                log_short(m, list[i], short_kib[i], &summary,
+                          summary.served_first < n ? list[summary.served_first] : NULL);
                 list[i]->short_kib = short_kib[i];
         }
 

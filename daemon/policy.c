@@ -51,6 +51,13 @@
 #define TRIAGE_LOOKAHEAD_USEC (30 * UINT64_C(1000000))
 /* The reserve of a consumer ranked above every other in an over-commit (extend_lead_reserve). */
 #define LEAD_RESERVE_USEC (12 * UINT64_C(1000000))
+/* A crunch is lethal when what the consumers hold above their OOM point, and what is left to
+ * give, lasts them less than this at their rates (lethal_lead): about the time it takes a
+ * guest left short to be killed and its memory to reach the others (a stats period, a claim,
+ * the balloon's inflation at ~20-25 MiB/s: tests/e2e/README.md). Longer, and a shortfall the
+ * ramps' end would have settled is triaged; shorter, and the triage comes too late to save
+ * anyone (tests/sim/sweep.py, the crunch family). */
+#define LETHAL_HORIZON_USEC (10 * UINT64_C(1000000))
 
 const McPolicySettings mc_policy_defaults = {
         .kind = MC_POLICY_ADAPTIVE,
@@ -171,7 +178,9 @@ typedef struct Work {
         uint64_t urgent_kib;   /* the part of need_kib that brings it back to T */
         uint64_t headroom_kib; /* predicted, now */
         double rate_kib_s;     /* growth of use, 0 when steady or falling */
-        bool ranked;           /* ranked above every other in an over-commit (extend_lead_reserve) */
+        bool ranked;           /* served first: ranked above every other by the admin in an
+                                * over-commit (extend_lead_reserve), or the lead of a lethal
+                                * crunch (lethal_lead) */
 } Work;
 
 /*
@@ -524,8 +533,9 @@ static int triage(const McGuest *const *guests, size_t n, Work *w, uint64_t avai
  * time: the others run out first, and it must outlast them until what their workloads give
  * up (or their kernel kills) reaches it, which takes the stats period, a claim and the
  * balloon's inflation (~5-7 s, tests/e2e/README.md). Among equal weights the crunch order is
- * only a tie-break, and no guest is given more than its usual reserve at the others' cost: in
- * a small shortfall that would push them towards their OOM point.
+ * only a tie-break, and no guest is given more than its usual reserve at the others' cost
+ * (in a small shortfall that would push them towards their OOM point) until the crunch is
+ * lethal (lethal_lead).
  */
 static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w)
 {
@@ -552,6 +562,40 @@ static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *cons
                 w[lead].need_kib = need;
         w[lead].ranked = true;
         return lead;
+}
+
+/*
+ * A crunch no share gets every consumer through: at their rates, what the consumers hold above
+ * their OOM point (T/2) and what is left to give last them less than LETHAL_HORIZON together.
+ * Shared, they all run out together and all are killed (tests/sim/sweep.py: equal shares
+ * killed 28 of the 30 guests of the crunch family). Instead the first consumer in the crunch
+ * order, when it is short itself, is served first: its usual need before anyone's; the other
+ * consumers are brought back to T at most, with no reserve above it, and while the lead is
+ * left short those holding more than it give what they hold above T. They run short first,
+ * and what their workloads give up (or their kernel kills) reaches the lead in time. Its
+ * reserve is not extended as for a guest the admin ranked, and a lead that needs nothing is
+ * shared as any guest: on real guests, in a crunch that shares to the MiB carry, a lead that
+ * kept its excess (or was given more) cost another consumer its life (tests/e2e/README.md,
+ * "The crunch"). Returns it, or n when the crunch is not lethal.
+ */
+static size_t lethal_lead(const McPolicySettings *s, const McGuest *const *guests, size_t n, const Work *w,
+                          uint64_t avail)
+{
+        double cushion = (double) avail, eaten = 0;
+        size_t lead = n, consumers = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (w[i].skip || w[i].rate_kib_s <= 0)
+                        continue;
+                consumers++;
+                cushion += (double) sub_sat(w[i].headroom_kib, s->domain_threshold_kib / 2);
+                eaten += w[i].rate_kib_s * (double) LETHAL_HORIZON_USEC / 1e6;
+                Order x = { .w = &w[i], .uuid = guests[i]->uuid, .i = i };
+                if (lead == n || compare_order(&x, &(Order){ .w = &w[lead], .uuid = guests[lead]->uuid }) < 0)
+                        lead = i;
+        }
+        /* A lead that needs nothing is not helped by anyone's shortfall: it is shared. */
+        return consumers >= 2 && cushion < eaten && w[lead].need_kib > 0 ? lead : n;
 }
 
 static bool over_commit_coming(const Work *w, size_t n, uint64_t avail)
@@ -608,10 +652,12 @@ static int serve_parts(const McGuest *const *guests, size_t n, Work *w, const ui
  * A crunch with one consumer ranked above every other (Weight=, extend_lead_reserve): first
  * what keeps each needy guest at T/2 (the OOM point of the guests here is ~47 MiB at T = 100),
  * whole in the crunch order when not all of it fits; then the ranked guest's whole need. The
- * others share what is left by the usual rules. Adds what it gives to *given.
+ * others share what is left by the usual rules. In a lethal crunch (lethal_lead) the lead's
+ * need comes first: T/2 for the others would only spread the memory among guests that run out
+ * together. Adds what it gives to *given.
  */
 static int ranked_first(const McPolicySettings *s, const McGuest *const *guests, size_t n, Work *w,
-                        size_t ranked, uint64_t *avail, uint64_t *given)
+                        size_t ranked, bool lethal, uint64_t *avail, uint64_t *given)
 {
         uint64_t *part = calloc(n > 0 ? n : 1, sizeof(uint64_t));
         int r;
@@ -619,7 +665,7 @@ static int ranked_first(const McPolicySettings *s, const McGuest *const *guests,
         if (!part)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++)
-                part[i] = sub_sat(s->domain_threshold_kib / 2, w[i].headroom_kib);
+                part[i] = lethal ? 0 : sub_sat(s->domain_threshold_kib / 2, w[i].headroom_kib);
         r = serve_parts(guests, n, w, part, true, avail, given);
         if (r >= 0) {
                 memset(part, 0, n * sizeof(uint64_t));
@@ -658,11 +704,12 @@ static void defer_donors(const McPolicyInput *in, const McGuest *const *guests, 
  * A crunch: first what brings each needy guest back to T (its urgent need), then, with what is
  * left, the reserves above T, shared by weight. Urgent needs that do not all fit are shared
  * while shares keep everyone at T/2 or more, else served whole in order. A reserve is never
- * paid for with another guest's urgent need. A guest the admin ranked above every other is
- * served first (ranked_first); one claimed from just now waits (defer_donors).
+ * paid for with another guest's urgent need. A guest the admin ranked above every other, or
+ * the lead of a lethal crunch, is served first (ranked_first); in a lethal crunch the other
+ * consumers get no reserve above T. One claimed from just now waits (defer_donors).
  */
 static int crunch_adaptive(const McPolicySettings *s, const McPolicyInput *in, const McGuest *const *guests,
-                           size_t n, Work *w, size_t ranked, uint64_t avail, uint64_t *given)
+                           size_t n, Work *w, size_t ranked, bool lethal, uint64_t avail, uint64_t *given)
 {
         uint64_t *urgent = calloc(n > 0 ? n : 1, sizeof(uint64_t));
         uint64_t total = 0;
@@ -673,7 +720,7 @@ static int crunch_adaptive(const McPolicySettings *s, const McPolicyInput *in, c
         *given = 0;
         defer_donors(in, guests, n, w);
         if (ranked < n)
-                r = ranked_first(s, guests, n, w, ranked, &avail, given);
+                r = ranked_first(s, guests, n, w, ranked, lethal, &avail, given);
         if (r >= 0) {
                 for (size_t i = 0; i < n; i++) {
                         urgent[i] = w[i].urgent_kib;
@@ -684,7 +731,12 @@ static int crunch_adaptive(const McPolicySettings *s, const McPolicyInput *in, c
         }
         free(urgent);
 
-        /* Reserves from what is left, shared: none is paid in full while another runs short. */
+        /* Reserves from what is left, shared: none is paid in full while another runs short.
+         * Behind the lead of a lethal crunch, none for the other consumers. */
+        if (lethal)
+                for (size_t i = 0; i < n; i++)
+                        if (i != ranked && w[i].rate_kib_s > 0)
+                                w[i].need_kib = 0;
         if (r >= 0 && avail > 0)
                 *given += share_by_weight(n, w, avail);
         return r;
@@ -755,10 +807,19 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                                         w[i].headroom_kib + sub_sat(w[i].to_kib, committed_kib(guests[i])));
                 }
         uint64_t band = fair_band_kib(T, short_low);
+        /* A guest served first (ranked by the admin, or the lead of a lethal crunch) and still
+         * left short: every other guest that holds more than it gives what it holds above T,
+         * needy or consuming. */
+        bool lead_short = false;
+        uint64_t lead_low = 0;
+        for (size_t i = 0; i < n; i++)
+                if (w[i].ranked && w[i].need_kib > 0)
+                        lead_short = true, lead_low = w[i].headroom_kib;
         for (size_t i = 0; i < n; i++) {
                 const McGuest *g = guests[i];
+                bool behind = sum->crunch && lead_short && !w[i].ranked && w[i].headroom_kib > max_u64(T, lead_low);
 
-                if (w[i].skip || w[i].touched || w[i].reason != MC_REASON_NONE || g->moved_externally ||
+                if (w[i].skip || (w[i].touched && !behind) || w[i].reason != MC_REASON_NONE || g->moved_externally ||
                     g->last_target_kib > g->actual_kib)
                         continue;
                 /* A consuming guest is about to need what would be claimed; but in a crunch
@@ -794,6 +855,8 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 uint64_t keep = sum->crunch ? T + (consumer || consuming || wanted ? band : 0) : 2 * T;
                 if (consuming)
                         keep += rate_cover_kib(w[i].rate_kib_s, horizon_usec(in));
+                if (behind)
+                        keep = T;
                 if (!sum->crunch && !wanted)
                         keep += hold_kib(s, in, g);
                 /* Never more than the reading itself shows, less the claim in flight: the
@@ -904,6 +967,14 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
         size_t ranked = n_guests;
         if (adaptive && (sum.crunch || over_commit_coming(w, n_guests, avail)))
                 ranked = extend_lead_reserve(s, guests, n_guests, w);
+        bool lethal = false;
+        if (adaptive && sum.crunch && ranked == n_guests) {
+                ranked = lethal_lead(s, guests, n_guests, w, avail);
+                lethal = ranked < n_guests;
+                if (lethal)
+                        w[ranked].ranked = true;
+        }
+        sum.served_first = lethal ? ranked : n_guests;
         if (!sum.crunch && ranked < n_guests) {
                 if (triage(guests, n_guests, w, avail, &sum.granted_kib) < 0) {
                         free(w);
@@ -918,7 +989,7 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                                 w[i].need_kib = 0;
                         }
         } else if (adaptive) {
-                if (crunch_adaptive(s, in, guests, n_guests, w, ranked, avail, &sum.granted_kib) < 0) {
+                if (crunch_adaptive(s, in, guests, n_guests, w, ranked, lethal, avail, &sum.granted_kib) < 0) {
                         free(w);
                         return -ENOMEM;
                 }

@@ -56,6 +56,9 @@ typedef struct McPolicySummary {
         unsigned n_needy;
         unsigned n_short; /* needy guests that got less than they needed */
         bool crunch;
+        /* A crunch no share gets every consumer through (lethal_lead in policy.c): the index of
+         * the consumer served first, else the number of guests. */
+        size_t served_first;
 } McPolicySummary;
 
 extern const McPolicySettings mc_policy_defaults;

@@ -136,6 +136,24 @@ class ToolTest(unittest.TestCase):
         busy = next(g for g in out["guests"] if g["name"] == "busy")
         self.assertGreaterEqual(busy["returned_60s_pct"], 50)
 
+    def test_lethal_crunch(self):
+        """Three consumers ramping together into a budget that cannot hold them: the daemon's
+        log names the one served first in the others' "short of" line, and fewer are killed
+        than with the seed's equal shares."""
+        guests = "".join(f"[Guest c{i}]\nMaxMiB=1536\nReadySec={i}\n"
+                         "Schedule=idle:20,ramp:900:60,hold:30,free,idle:40\n\n" for i in range(1, 4))
+        settings = ("[Settings]\nIntervalSec=1\nDomainThreshold=100M\nHostThreshold=200M\nClaimFraction=0.10\n"
+                    "GrantFactor=2\nDefaultMin=256M\nDeadBand=1M\nHostBudget=2600M\n\n")
+        path = self.write("lethal.ini", settings + guests)
+        kills = {}
+        for policy in ("adaptive", "seed"):
+            r = run(path, "--check", "--json", "-v", "--set", f"Policy={policy}")
+            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+            kills[policy] = sum(g["oom_kills"] for g in json.loads(r.stdout)["guests"])
+            served = "too little for every consumer: c1 is served first" in r.stderr
+            self.assertEqual(served, policy == "adaptive", r.stderr[-3000:])
+        self.assertLess(kills["adaptive"], kills["seed"])
+
     def test_list_model_and_help(self):
         r = run("--list-model")
         self.assertEqual(r.returncode, 0)

@@ -16,6 +16,7 @@
 #include "policy.h"
 
 #define MIB(x) ((uint64_t) (x) *UINT64_C(1024))
+#define KIB_OF_MIB_TENTHS(x) ((uint64_t) (x) *UINT64_C(1024) / 10)
 #define GIB(x) MIB((uint64_t) (x) *UINT64_C(1024))
 
 #define T_KIB MIB(100)
@@ -2041,6 +2042,106 @@ static void test_adaptive_triage(void)
         g_assert_cmpuint(decision_to(d, n, 1), ==, MIB(1024) + MIB(100));
 }
 
+/* A lethal crunch: nothing (or too little) left to give, and what the consumers hold above
+ * their OOM point lasts them less than 10 s together at their rates. Shared, all run out at
+ * once; instead the first in the crunch order (weight, then UUID) is served first, the others
+ * are brought back to T at most, and while the lead is short those that hold more than it
+ * give what they hold above T. */
+static void test_adaptive_crunch_lethal(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[3];
+        McPolicySummary sum;
+        uint64_t short_kib[3];
+
+        /* At 15 MiB/s, 150 MiB of headroom (142.5 by now) for two, 120 (112.5) for the third,
+         * the lowest UUID: 92.5 + 92.5 + 62.5 MiB above T/2 against 3 x 150 MiB eaten in 10 s.
+         * The budget is spent. */
+        McGuest g[3];
+        for (size_t i = 0; i < 3; i++) {
+                g[i] = adaptive_guest(MIB(1024), MIB(150), RATE_MIB_S(15));
+                g[i].uuid[35] = (char) ('d' - i);
+        }
+        g[2].unused_kib = g[2].sample_headroom_kib = MIB(120);
+        const uint64_t lead_need = MIB(160) - KIB_OF_MIB_TENTHS(1125); /* 100 + 15 x 4 - 112.5 */
+        ssize_t n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpuint(sum.served_first, ==, 2);
+        /* The lead keeps all it has, short of its usual need ... */
+        g_assert_null(find_decision(d, n, 2));
+        g_assert_cmpuint(short_kib[2], ==, lead_need);
+        /* ... and the others give 10 % of their 142.5 MiB each, consuming as they are. */
+        g_assert_cmpint(n, ==, 2);
+        for (size_t i = 0; i < 2; i++) {
+                g_assert_cmpuint(decision_to(d, n, i), ==, MIB(1024) - KIB_OF_MIB_TENTHS(1425) / 10);
+                g_assert_cmpint(find_decision(d, n, i)->reason, ==, MC_REASON_CRUNCH_CLAIM);
+        }
+        g_assert_cmpuint(sum.claimed_kib, ==, 2 * (KIB_OF_MIB_TENTHS(1425) / 10));
+
+        /* 60 MiB left to give, less than their usual needs (47.5 + 2 x 17.5): a crunch, still
+         * lethal. The lead gets its need; the others no reserve above T (the 12.5 left are
+         * kept for the lead), and with the lead served nothing is claimed from them. */
+        n = adaptive_run(&s, H_KIB + MIB(60), g, 3, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpuint(sum.served_first, ==, 2);
+        g_assert_cmpint(n, ==, 1);
+        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + lead_need);
+        g_assert_cmpuint(short_kib[0], ==, MIB(160) - KIB_OF_MIB_TENTHS(1425));
+        /* One of them under T (80 MiB, 72.5 by now) is brought back towards T with what is
+         * left after the lead. */
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(80);
+        n = adaptive_run(&s, H_KIB + MIB(60), g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(sum.served_first, ==, 2);
+        g_assert_cmpuint(decision_to(d, n, 2), ==, MIB(1024) + lead_need);
+        g_assert_cmpuint(decision_to(d, n, 0), ==, MIB(1024) + MIB(60) - lead_need);
+        g_assert_null(find_decision(d, n, 1));
+        g[0].unused_kib = g[0].sample_headroom_kib = MIB(150);
+
+        /* A lead that needs nothing (200 MiB, 192.5 by now, above its reserve of 160) is not
+         * served first: nobody's shortfall would help it. */
+        g[2].unused_kib = g[2].sample_headroom_kib = MIB(200);
+        n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpuint(sum.served_first, ==, 3);
+        g_assert_null(find_decision(d, n, 0));
+        g_assert_null(find_decision(d, n, 1));
+
+        /* A guest that holds no more than the lead does not give to it. */
+        g[2].unused_kib = g[2].sample_headroom_kib = MIB(150);
+        n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(sum.served_first, ==, 2);
+        g_assert_cmpint(n, ==, 0);
+        g[2].unused_kib = g[2].sample_headroom_kib = MIB(120);
+
+        /* Ranked by the admin (Weight=), the lead is not a lethal crunch's: served first with
+         * its longer reserve (extend_lead_reserve), and the others give as above. */
+        g[2].weight = 200;
+        n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(sum.served_first, ==, 3);
+        g_assert_null(find_decision(d, n, 2));
+        g_assert_cmpint(find_decision(d, n, 0)->reason, ==, MC_REASON_CRUNCH_CLAIM);
+        g_assert_cmpint(find_decision(d, n, 1)->reason, ==, MC_REASON_CRUNCH_CLAIM);
+        g[2].weight = 0;
+
+        /* Slower, at 5 MiB/s with 110 MiB of headroom (107.5 by now): each short of 12.5 MiB
+         * of its reserve, but 3 x 57.5 MiB above T/2 last them more than 10 s. A crunch, not a
+         * lethal one: nobody is served first, nothing is claimed from consumers. */
+        for (size_t i = 0; i < 3; i++) {
+                g[i].unused_kib = g[i].sample_headroom_kib = MIB(110);
+                g[i].use_rate_kib_s = g[i].peak_rate_kib_s = RATE_MIB_S(5);
+        }
+        n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpuint(sum.served_first, ==, 3);
+        g_assert_cmpint(n, ==, 0);
+
+        /* A consumer alone has nobody to be served before. */
+        McGuest one = adaptive_guest(MIB(1024), MIB(60), RATE_MIB_S(15));
+        n = adaptive_run(&s, H_KIB, &one, 1, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpuint(sum.served_first, ==, 1);
+}
+
 static void test_adaptive_skips(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -2115,6 +2216,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/adaptive/crunch-defers-donor", test_adaptive_crunch_defers_donor);
         g_test_add_func("/policy/adaptive/crunch-crumbs", test_adaptive_crunch_crumbs);
         g_test_add_func("/policy/adaptive/crunch-order", test_adaptive_crunch_order);
+        g_test_add_func("/policy/adaptive/crunch-lethal", test_adaptive_crunch_lethal);
         g_test_add_func("/policy/adaptive/triage", test_adaptive_triage);
         g_test_add_func("/policy/adaptive/skips", test_adaptive_skips);
 
