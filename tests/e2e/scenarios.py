@@ -251,11 +251,16 @@ scenario(Scenario(
 ))
 
 
+def crunch_guests() -> List[GuestSpec]:
+    """The crunches' three consumers: 600 MiB at 15 MiB/s, each from its own idle start."""
+    return [GuestSpec(r, "idle:25,ramp:600:40,hold:15,free,idle:25", max_mib=1536) for r in ("a", "b", "c")]
+
+
 scenario(Scenario(
     key="crunch", slug="scenario-crunch",
     title="crunch: three consumers of 600 MiB at 15 MiB/s, a budget that fits them only at their OOM point",
     budget_mib=2300,
-    guests=[GuestSpec(r, "idle:25,ramp:600:40,hold:15,free,idle:25", max_mib=1536) for r in ("a", "b", "c")],
+    guests=crunch_guests(),
     tail_s=0, oom_asserted=False, outcomes_asserted=False,
     why="Holding 600 MiB a guest uses ~710 MiB (600 + U + ~3 %); 3 x 710 + 3 x ~48 MiB (the OOM point) is "
         "~2270 MiB, so the 2300 MiB budget keeps all three alive only if it is shared to the MiB, and "
@@ -268,7 +273,7 @@ scenario(Scenario(
     key="crunch-deep", slug="scenario-crunch-deep",
     title="deep crunch: the crunch's three consumers under a 2000 MiB budget",
     budget_mib=2000,
-    guests=[GuestSpec(r, "idle:25,ramp:600:40,hold:15,free,idle:25", max_mib=1536) for r in ("a", "b", "c")],
+    guests=crunch_guests(),
     tail_s=0, oom_asserted=False, outcomes_asserted=False,
     why="~270 MiB less than the three need at their OOM point (3 x ~758 MiB): at least one must die, "
         "and shared, all three do. Not in the suite: the kills are reported (README, \"The crunch\"), "
