@@ -8,8 +8,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sweep  # noqa: E402  (the policy sweep's generated cases)
 
 SIM = os.environ.get("MEMCOORD_SIM", "")
 ROOT = os.environ.get("MC_SOURCE_ROOT", "")
@@ -137,14 +141,11 @@ class ToolTest(unittest.TestCase):
         self.assertGreaterEqual(busy["returned_60s_pct"], 50)
 
     def test_lethal_crunch(self):
-        """Three consumers ramping together into a budget that cannot hold them: the daemon's
-        log names the one served first in the others' "short of" line, and fewer are killed
-        than with the seed's equal shares."""
-        guests = "".join(f"[Guest c{i}]\nMaxMiB=1536\nReadySec={i}\n"
-                         "Schedule=idle:20,ramp:900:60,hold:30,free,idle:40\n\n" for i in range(1, 4))
-        settings = ("[Settings]\nIntervalSec=1\nDomainThreshold=100M\nHostThreshold=200M\nClaimFraction=0.10\n"
-                    "GrantFactor=2\nDefaultMin=256M\nDeadBand=1M\nHostBudget=2600M\n\n")
-        path = self.write("lethal.ini", settings + guests)
+        """The sweep's crunch-2600-1, three consumers ramping together into a budget that cannot
+        hold them: the daemon's log names the one served first in the others' "short of" line,
+        and fewer are killed than with the seed's equal shares."""
+        case = next(c for c in sweep.cases() if c.name == "crunch-2600-1")
+        path = self.write("lethal.ini", case.text)
         kills = {}
         for policy in ("adaptive", "seed"):
             r = run(path, "--check", "--json", "-v", "--set", f"Policy={policy}")
