@@ -571,7 +571,8 @@ static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *cons
  * killed 28 of the 30 guests of the crunch family). Instead the first consumer in the crunch
  * order, when it is short itself, is served first: its usual need before anyone's; the other
  * consumers are brought back to T at most, with no reserve above it, and while the lead is
- * left short those holding more than it give what they hold above T. They run short first,
+ * left short those holding more than it give what they hold above T and the fair band for
+ * the lead's headroom (fair_band_kib: none once the lead is that far under T). They run short first,
  * and what their workloads give up (or their kernel kills) reaches the lead in time. Its
  * reserve is not extended as for a guest the admin ranked, and a lead that needs nothing is
  * shared as any guest: on real guests, in a crunch that shares to the MiB carry, a lead that
@@ -591,7 +592,8 @@ static size_t lethal_lead(const McPolicySettings *s, const McGuest *const *guest
                 cushion += (double) sub_sat(w[i].headroom_kib, s->domain_threshold_kib / 2);
                 eaten += w[i].rate_kib_s * (double) LETHAL_HORIZON_USEC / 1e6;
                 Order x = { .w = &w[i], .uuid = guests[i]->uuid, .i = i };
-                if (lead == n || compare_order(&x, &(Order){ .w = &w[lead], .uuid = guests[lead]->uuid }) < 0)
+                if (lead == n ||
+                    compare_order(&x, &(Order){ .w = &w[lead], .uuid = guests[lead]->uuid }) < 0)
                         lead = i;
         }
         /* A lead that needs nothing is not helped by anyone's shortfall: it is shared. */
@@ -809,7 +811,12 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
         uint64_t band = fair_band_kib(T, short_low);
         /* A guest served first (ranked by the admin, or the lead of a lethal crunch) and still
          * left short: every other guest that holds more than it gives what it holds above T,
-         * needy or consuming. */
+         * needy or consuming, but the fair band for the lead's headroom. A lead only a little
+         * short is not paid with the others' last MiB above T: their kernel's drift takes those
+         * back at once, and a guest claimed to T, then needy, then claimed again is the
+         * reversals real scenario 2 showed while all three held (a lead's reading frozen for
+         * 8 s after a grant kept it "short"). Behind a lead CRUNCH_FAIR_BAND or more under T
+         * they give all they hold above T. */
         bool lead_short = false;
         uint64_t lead_low = 0;
         for (size_t i = 0; i < n; i++)
@@ -817,10 +824,11 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                         lead_short = true, lead_low = w[i].headroom_kib;
         for (size_t i = 0; i < n; i++) {
                 const McGuest *g = guests[i];
-                bool behind = sum->crunch && lead_short && !w[i].ranked && w[i].headroom_kib > max_u64(T, lead_low);
+                bool behind = sum->crunch && lead_short && !w[i].ranked &&
+                              w[i].headroom_kib > max_u64(T, lead_low);
 
-                if (w[i].skip || (w[i].touched && !behind) || w[i].reason != MC_REASON_NONE || g->moved_externally ||
-                    g->last_target_kib > g->actual_kib)
+                if (w[i].skip || (w[i].touched && !behind) || w[i].reason != MC_REASON_NONE ||
+                    g->moved_externally || g->last_target_kib > g->actual_kib)
                         continue;
                 /* A consuming guest is about to need what would be claimed; but in a crunch
                  * where another is left short, what it holds beyond the fair band
@@ -856,14 +864,15 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 if (consuming)
                         keep += rate_cover_kib(w[i].rate_kib_s, horizon_usec(in));
                 if (behind)
-                        keep = T;
+                        keep = T + fair_band_kib(T, lead_low);
                 if (!sum->crunch && !wanted)
                         keep += hold_kib(s, in, g);
                 /* Never more than the reading itself shows, less the claim in flight: the
                  * claim fraction holds against the freshest figure too. */
                 uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));
                 uint64_t amount = claim_amount(s, g, &w[i], min_u64(w[i].headroom_kib, seen), keep);
-                if (amount < (sum->crunch ? max_u64(s->dead_band_kib, CRUNCH_MIN_MOVE_KIB) : s->dead_band_kib))
+                if (amount <
+                    (sum->crunch ? max_u64(s->dead_band_kib, CRUNCH_MIN_MOVE_KIB) : s->dead_band_kib))
                         continue;
                 w[i].to_kib = claim_base_kib(g) - amount;
                 w[i].reason = sum->crunch ? MC_REASON_CRUNCH_CLAIM : MC_REASON_CLAIM;
@@ -989,7 +998,8 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                                 w[i].need_kib = 0;
                         }
         } else if (adaptive) {
-                if (crunch_adaptive(s, in, guests, n_guests, w, ranked, lethal, avail, &sum.granted_kib) < 0) {
+                if (crunch_adaptive(s, in, guests, n_guests, w, ranked, lethal, avail, &sum.granted_kib) <
+                    0) {
                         free(w);
                         return -ENOMEM;
                 }

@@ -2070,13 +2070,24 @@ static void test_adaptive_crunch_lethal(void)
         /* The lead keeps all it has, short of its usual need ... */
         g_assert_null(find_decision(d, n, 2));
         g_assert_cmpuint(short_kib[2], ==, lead_need);
-        /* ... and the others give 10 % of their 142.5 MiB each, consuming as they are. */
+        /* ... and the others, consuming as they are, give what they hold above the fair band
+         * over T: with the lead at 112.5 MiB, 32 MiB (a lead only a little short is not paid
+         * for with the others' last MiB above T), 10.5 of their 142.5 MiB each. */
         g_assert_cmpint(n, ==, 2);
         for (size_t i = 0; i < 2; i++) {
-                g_assert_cmpuint(decision_to(d, n, i), ==, MIB(1024) - KIB_OF_MIB_TENTHS(1425) / 10);
+                g_assert_cmpuint(decision_to(d, n, i), ==, MIB(1024) - KIB_OF_MIB_TENTHS(105));
                 g_assert_cmpint(find_decision(d, n, i)->reason, ==, MC_REASON_CRUNCH_CLAIM);
         }
-        g_assert_cmpuint(sum.claimed_kib, ==, 2 * (KIB_OF_MIB_TENTHS(1425) / 10));
+        g_assert_cmpuint(sum.claimed_kib, ==, 2 * KIB_OF_MIB_TENTHS(105));
+        /* A lead deeper short (70 MiB, 62.5 by now), the band is gone: they give 10 % of their
+         * 142.5 MiB each, as far down as T. */
+        g[2].unused_kib = g[2].sample_headroom_kib = MIB(70);
+        n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(sum.served_first, ==, 2);
+        g_assert_cmpint(n, ==, 2);
+        for (size_t i = 0; i < 2; i++)
+                g_assert_cmpuint(decision_to(d, n, i), ==, MIB(1024) - KIB_OF_MIB_TENTHS(1425) / 10);
+        g[2].unused_kib = g[2].sample_headroom_kib = MIB(120);
 
         /* 60 MiB left to give, less than their usual needs (47.5 + 2 x 17.5): a crunch, still
          * lethal. The lead gets its need; the others no reserve above T (the 12.5 left are
