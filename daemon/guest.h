@@ -122,7 +122,9 @@ typedef struct McGuest {
          * Demand, from the last sample that can be trusted: what the guest uses (actual -
          * headroom) and how fast that grows. A sample whose unused stands still while the
          * balloon moved is frozen (the guest reports it so for ~4 s after each change) and
-         * is not folded in: the last trusted one and its rate stand for it.
+         * is not folded in: the last trusted one and its rate stand for it. One taken while a
+         * grant lands (MemTotal grew) gives the headroom, not the rate: the rate is measured
+         * from the last sample that was not (rate_stamp).
          */
         bool has_sample;
         int64_t sample_stamp;         /* the guest's stamp of that sample */
@@ -131,6 +133,9 @@ typedef struct McGuest {
         uint64_t sample_unused_kib;   /* unused at that sample */
         uint64_t sample_headroom_kib; /* headroom at that sample: mc_guest_headroom_kib() */
         uint64_t sample_used_kib;     /* what the guest used at that sample */
+        uint64_t sample_size_kib;     /* its size then: MemTotal where it follows the balloon, else actual */
+        int64_t rate_stamp;           /* the sample the rate was last measured at (not a grant landing) */
+        uint64_t rate_used_kib;       /* what the guest used then */
         double use_rate_kib_s;        /* smoothed growth of use, KiB/s; > 0 = consuming */
         double peak_rate_kib_s;       /* the highest rate lately, decaying */
         uint64_t peak_used_kib;       /* the most it used lately */

@@ -58,7 +58,7 @@ typedef struct Args {
 } Args;
 
 typedef struct Rec {
-        float t, actual, target, free, usable, cache, held, used, rep_unused;
+        float t, actual, target, free, usable, cache, held, used, rep_unused, rep_memtotal;
         bool running;
         unsigned kills; /* OOM kills so far */
 } Rec;
@@ -150,6 +150,7 @@ static void record(Run *r)
                         .held = (float) g->held_mib,
                         .used = (float) (g->held_mib + g->kernel_mib),
                         .rep_unused = (float) g->sample.unused_mib,
+                        .rep_memtotal = (float) g->sample.available_mib,
                 };
                 g_array_append_val(r->recs[i], rec);
         }
@@ -658,17 +659,17 @@ static int write_csv(Run *r, const char *path)
 {
         g_autoptr(GString) s =
                 g_string_new("t,guest,running,actual_mib,target_mib,free_mib,usable_mib,cache_mib,"
-                             "held_mib,used_mib,reported_unused_mib,oom_kills\n");
+                             "held_mib,used_mib,reported_unused_mib,oom_kills,reported_memtotal_mib\n");
         g_autoptr(GError) error = NULL;
 
         for (size_t i = 0; i < r->n; i++) {
                 const char *name = sim_world_guest(r->w, i)->spec->name;
                 for (guint k = 0; k < r->recs[i]->len; k++) {
                         const Rec *x = &g_array_index(r->recs[i], Rec, k);
-                        g_string_append_printf(s, "%.1f,%s,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%u\n",
-                                               x->t, name, x->running, x->actual, x->target, x->free,
-                                               x->usable, x->cache, x->held, x->used, x->rep_unused,
-                                               x->kills);
+                        g_string_append_printf(
+                                s, "%.1f,%s,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%u,%.2f\n", x->t,
+                                name, x->running, x->actual, x->target, x->free, x->usable, x->cache,
+                                x->held, x->used, x->rep_unused, x->kills, x->rep_memtotal);
                 }
         }
         if (!g_file_set_contents(path, s->str, (gssize) s->len, &error)) {

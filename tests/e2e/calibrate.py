@@ -5,6 +5,8 @@ point, balloon speed, stats lag and freezes, page cache under the balloon, alloc
 
     calibrate.py --out DIR [--kit DIR] [--work DIR]        # root; ~3 minutes, no memcoordd
     calibrate.py --freeze tests/e2e/traces/*.csv           # frozen unused in the scenario traces
+    calibrate.py --landing tests/e2e/traces/*.csv run/samples.csv ...  # use read while a grant lands
+                                                           # (also memcoord-sim --csv files)
 
 One guest (`cal-probe`: 512 of 1024 MiB, a 2 GiB sparse disk, stats every second, kernel
 log level 7 so the OOM report with the zone watermarks reaches the console) runs a fixed
@@ -288,6 +290,55 @@ def freeze(paths) -> str:
     return "\n".join(out) + "\n"
 
 
+def landing(paths) -> str:
+    """In scenario traces (or runs' samples.csv, or memcoord-sim --csv): per one-second guest
+    sample (last_update one second after the previous one) while the workload grew, the use it shows (MemTotal less
+    MemFree) against what the workload really took (held_mib, from its console, plus the
+    kernel's ~3 % of it), split by whether the guest's MemTotal grew in that sample (a grant
+    landing) or stood still. Without held_mib (a run's samples.csv), the ramps of scenario 2
+    (~9.6 MiB/s from t = 34 to 68 s) stand for it."""
+    import collections
+    groups = collections.defaultdict(list)
+    for p in paths:
+        rows = list(csv.DictReader(open(p)))
+        by = collections.defaultdict(list)
+        for r in rows:
+            if "reported_memtotal_mib" in r:
+                # memcoord-sim --csv: one row a second; the guest's sample is what it reported
+                by[r["guest"]].append((float(r["t"]), int(float(r["t"])), float(r["reported_unused_mib"]),
+                                       float(r["reported_memtotal_mib"]), float(r["held_mib"])))
+            elif r["unused_kib"] and r["last_update"] and r["available_kib"]:
+                held = float(r["held_mib"]) if r.get("held_mib") else None
+                by[r["guest"]].append((float(r["t"]), int(r["last_update"]), int(r["unused_kib"]) / MIB,
+                                       int(r["available_kib"]) / MIB, held))
+        for g, ss in by.items():
+            fresh = [s for i, s in enumerate(ss) if i == 0 or s[1] != ss[i - 1][1]]
+            for (t0, l0, u0, a0, h0), (t1, l1, u1, a1, h1) in zip(fresh, fresh[1:]):
+                if l1 - l0 != 1 or (u1 == u0 and a1 == a0):
+                    continue  # a gap, or a frozen sample (calibrate.py --freeze)
+                if h0 is not None and h1 is not None:
+                    took = (h1 - h0) * 1.03
+                elif 34 < t1 < 68:
+                    took = 9.6
+                else:
+                    continue
+                if took < 3 or a1 < a0 - 1:
+                    continue  # not growing, or a claim landing
+                kind = "grew" if a1 >= a0 + 1 else "still"
+                groups[kind].append((a1 - a0) - (u1 - u0) - took)
+
+    def q(v, f):
+        v = sorted(v)
+        return v[min(len(v) - 1, int(f * len(v)))]
+    out = ["| one-second samples while the workload grows | samples | use shown less use taken, median MiB | p90 | max |",
+           "|---|---|---|---|---|"]
+    for kind, label in (("still", "MemTotal still"), ("grew", "MemTotal grew (a grant landing)")):
+        v = groups[kind]
+        if v:
+            out.append(f"| {label} | {len(v)} | {statistics.median(v):+.0f} | {q(v, 0.9):+.0f} | {max(v):+.0f} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out")
@@ -295,9 +346,14 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=os.environ.get("MC_E2E_WORK", E.DEFAULT_WORK))
     ap.add_argument("--reanalyze", action="store_true")
     ap.add_argument("--freeze", nargs="+", metavar="TRACE.csv", help="analyse scenario traces instead")
+    ap.add_argument("--landing", nargs="+", metavar="TRACE.csv",
+                    help="the use guests show while a grant lands, in scenario traces or runs' samples.csv")
     a = ap.parse_args(argv)
     if a.freeze:
         print(freeze(a.freeze))
+        return 0
+    if a.landing:
+        print(landing(a.landing))
         return 0
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)

@@ -399,6 +399,56 @@ static void test_rate(void)
         mc_guest_clear(&g);
 }
 
+/* A grant landing: the guest's MemTotal takes the pages before its MemFree shows them all, so
+ * its use (MemTotal less free) grows by the pages in transit too. Those samples give the
+ * headroom, not the rate; the first once MemTotal stands still measures it over the whole
+ * move. */
+static void test_rate_landing(void)
+{
+        McGuest g;
+        Clock c;
+        uint64_t actual = MIB(1024), unused = MIB(400);
+
+        guest_new(&g, &c);
+        for (int i = 0; i < 6; i++) {
+                unused -= MIB(10);
+                step(&g, &c, reading(actual, unused, 0));
+        }
+        g_assert_cmpfloat(fabs(g.use_rate_kib_s - MIB(10)), <, 0.05 * MIB(10));
+
+        /* 40 MiB given, eaten at 10 MiB/s meanwhile: MemTotal +20, +20, then still; MemFree
+         * gets 5, 20, then the last 15 of them. Read as they come, the first sample alone
+         * would say 25 MiB/s. */
+        double before = g.use_rate_kib_s;
+        int64_t measured = g.rate_stamp;
+        const uint64_t memtotal_step[3] = { MIB(20), MIB(20), 0 }, landed[3] = { MIB(5), MIB(20), MIB(15) };
+        for (int i = 0; i < 3; i++) {
+                actual += memtotal_step[i];
+                unused = unused - MIB(10) + landed[i];
+                step(&g, &c, reading(actual, unused, 0));
+                /* What is free is free: the headroom is this sample's. */
+                g_assert_false(g.frozen);
+                g_assert_cmpint(g.sample_stamp, ==, c.stamp);
+                g_assert_cmpuint(g.sample_headroom_kib, ==, unused);
+                if (i < 2) {
+                        g_assert_cmpfloat(g.use_rate_kib_s, ==, before);
+                        g_assert_cmpint(g.rate_stamp, ==, measured);
+                }
+        }
+        g_assert_cmpint(g.rate_stamp, ==, c.stamp);
+        g_assert_cmpfloat(fabs(g.use_rate_kib_s - MIB(10)), <, 0.05 * MIB(10));
+
+        /* A claim shows no such lag: MemTotal and MemFree fall together, and the sample is
+         * folded at once. */
+        actual -= MIB(30);
+        unused = unused - MIB(30) - MIB(10);
+        step(&g, &c, reading(actual, unused, 0));
+        g_assert_false(g.frozen);
+        g_assert_cmpint(g.rate_stamp, ==, c.stamp);
+        g_assert_cmpfloat(fabs(g.use_rate_kib_s - MIB(10)), <, 0.05 * MIB(10));
+        mc_guest_clear(&g);
+}
+
 /* The most the guest used lately: kept while its use falls, forgotten after 30 s. */
 static void test_peak_use(void)
 {
@@ -615,6 +665,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/guest/stuck", test_stuck);
         g_test_add_func("/guest/moved-by-guest", test_moved_by_guest);
         g_test_add_func("/guest/rate", test_rate);
+        g_test_add_func("/guest/rate-landing", test_rate_landing);
         g_test_add_func("/guest/peak-use", test_peak_use);
         g_test_add_func("/guest/headroom-and-cache", test_headroom_and_cache);
         g_test_add_func("/guest/limits", test_limits);
