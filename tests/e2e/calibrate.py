@@ -295,8 +295,9 @@ def landing(paths) -> str:
     sample (last_update one second after the previous one) while the workload grew, the use it shows (MemTotal less
     MemFree) against what the workload really took (held_mib, from its console, plus the
     kernel's ~3 % of it), split by whether the guest's MemTotal grew in that sample (a grant
-    landing) or stood still. Without held_mib (a run's samples.csv), the ramps of scenario 2
-    (~9.6 MiB/s from t = 34 to 68 s) stand for it."""
+    landing) or stood still; and while the workload is idle and a claim lands. Without held_mib
+    (a run's samples.csv), scenario 2's schedule stands for it (~9.6 MiB/s from t = 34 to 68 s,
+    idle from 8 to 28 and 102 to 138 s). Then the daemon's rate estimate, replayed."""
     import collections
     groups = collections.defaultdict(list)
     for p in paths:
@@ -320,23 +321,89 @@ def landing(paths) -> str:
                     took = (h1 - h0) * 1.03
                 elif 34 < t1 < 68:
                     took = 9.6
+                elif 8 < t1 < 28 or 102 < t1 < 138:
+                    took = 0.0  # scenario 2's idle windows
                 else:
                     continue
-                if took < 3 or a1 < a0 - 1:
-                    continue  # not growing, or a claim landing
-                kind = "grew" if a1 >= a0 + 1 else "still"
+                if abs(took) < 1 and a1 < a0 - 1:
+                    kind = "claim"
+                elif took < 3 or a1 < a0 - 1:
+                    continue  # not growing, or a claim landing while it grows
+                else:
+                    kind = "grew" if a1 >= a0 + 1 else "still"
                 groups[kind].append((a1 - a0) - (u1 - u0) - took)
+
+        for g, ss in by.items():
+            if skip_guest(p, g):
+                continue
+            fresh = [s for i, s in enumerate(ss) if i == 0 or s[1] != ss[i - 1][1]]
+            for rule in (False, True):
+                groups[("rate", rule)] += replay_rate(fresh, rule)
 
     def q(v, f):
         v = sorted(v)
         return v[min(len(v) - 1, int(f * len(v)))]
-    out = ["| one-second samples while the workload grows | samples | use shown less use taken, median MiB | p90 | max |",
+    out = ["| one-second samples | samples | use shown less use taken, median MiB | p90 | max |",
            "|---|---|---|---|---|"]
-    for kind, label in (("still", "MemTotal still"), ("grew", "MemTotal grew (a grant landing)")):
+    for kind, label in (("still", "workload growing, MemTotal still"),
+                        ("grew", "workload growing, MemTotal grew (a grant landing)"),
+                        ("claim", "workload idle, MemTotal shrank (a claim landing)")):
         v = groups[kind]
         if v:
             out.append(f"| {label} | {len(v)} | {statistics.median(v):+.0f} | {q(v, 0.9):+.0f} | {max(v):+.0f} |")
+    out += ["", "| the daemon's rate estimate while the workload grows, less its rate | samples | median MiB/s | "
+            "p90 | p99 | max |", "|---|---|---|---|---|---|"]
+    for rule, label in ((False, "every sample folded in"), (True, "a grant landing gives no rate (guest.c)")):
+        v = groups[("rate", rule)]
+        if v:
+            out.append(f"| {label} | {len(v)} | {statistics.median(v):+.1f} | {q(v, 0.9):+.1f} | {q(v, 0.99):+.1f} "
+                       f"| {max(v):+.1f} |")
     return "\n".join(out) + "\n"
+
+
+def skip_guest(path, guest) -> bool:
+    """A trace's guest with a disk or autodeflate: its use is measured otherwise (caches; actual)."""
+    meta = os.path.splitext(path)[0] + ".json"
+    if not os.path.exists(meta):
+        return False
+    with open(meta) as fh:
+        g = json.load(fh)["guests"].get(guest, {})
+    return bool(g.get("disk_mib") or g.get("autodeflate"))
+
+
+# guest.c's rate estimate, replayed: RATE_ALPHA_UP, RATE_ALPHA_DOWN, FROZEN_MAX_SEC, the dead band
+ALPHA_UP, ALPHA_DOWN, FROZEN_MAX_S, BAND_MIB = 0.8, 0.35, 6, 1
+
+
+def replay_rate(fresh, landing_rule):
+    """The rate the daemon reads from a guest's fresh samples (t, stamp, unused, MemTotal, held),
+    less the workload's own (over the last 3 s of held memory, or 9.6 MiB/s in scenario 2's ramps
+    where held is not recorded), at every sample while it grows by 3 MiB/s or more."""
+    out, rate, base, last = [], 0.0, None, None
+    for i, (t, stamp, unused, size, held) in enumerate(fresh):
+        used = size - unused
+        if last is None:
+            base, last = (stamp, used), (stamp, unused, size)
+            continue
+        if unused == last[1] and size != last[2] and stamp - last[0] <= FROZEN_MAX_S:
+            continue  # frozen: the balloon moved, unused did not
+        landing = landing_rule and size >= last[2] + BAND_MIB and stamp - base[0] <= FROZEN_MAX_S
+        if not landing and stamp > base[0]:
+            inst = (used - base[1]) / (stamp - base[0])
+            a = ALPHA_UP if inst > rate else ALPHA_DOWN
+            rate = a * inst + (1 - a) * rate
+            base = (stamp, used)
+        last = (stamp, unused, size)
+        back = [s for s in fresh[:i] if t - 3.5 <= s[0] <= t - 2.5 and s[4] is not None]
+        if held is not None and back:
+            took = (held - back[-1][4]) * 1.03 / (t - back[-1][0])
+        elif held is None and 34 < t < 68:
+            took = 9.6
+        else:
+            continue
+        if took >= 3:
+            out.append(rate - took)
+    return out
 
 
 def main(argv=None) -> int:
