@@ -2046,7 +2046,7 @@ static void test_adaptive_triage(void)
  * their OOM point lasts them less than 10 s together at their rates. Shared, all run out at
  * once; instead the first in the crunch order (weight, then UUID) is served first, the others
  * are brought back to T at most, and while the lead is short those that hold more than it
- * give what they hold above T. */
+ * give what they hold above T and the fair band for the lead's headroom. */
 static void test_adaptive_crunch_lethal(void)
 {
         McPolicySettings s = adaptive_defaults();
