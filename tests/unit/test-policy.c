@@ -2043,7 +2043,7 @@ static void test_adaptive_triage(void)
 }
 
 /* A lethal crunch: nothing (or too little) left to give, and what the consumers hold above
- * their OOM point lasts them less than 10 s together at their rates. Shared, all run out at
+ * their OOM point lasts them less than 8 s together at their rates. Shared, all run out at
  * once; instead the first in the crunch order (weight, then UUID) is served first, the others
  * are brought back to T at most, and while the lead is short those that hold more than it
  * give what they hold above T and the fair band for the lead's headroom. */
@@ -2055,7 +2055,7 @@ static void test_adaptive_crunch_lethal(void)
         uint64_t short_kib[3];
 
         /* At 15 MiB/s, 150 MiB of headroom (142.5 by now) for two, 120 (112.5) for the third,
-         * the lowest UUID: 92.5 + 92.5 + 62.5 MiB above T/2 against 3 x 150 MiB eaten in 10 s.
+         * the lowest UUID: 92.5 + 92.5 + 62.5 MiB above T/2 against 3 x 120 MiB eaten in 8 s.
          * The budget is spent. */
         McGuest g[3];
         for (size_t i = 0; i < 3; i++) {
@@ -2135,7 +2135,7 @@ static void test_adaptive_crunch_lethal(void)
         g[2].weight = 0;
 
         /* Slower, at 5 MiB/s with 110 MiB of headroom (107.5 by now): each short of 12.5 MiB
-         * of its reserve, but 3 x 57.5 MiB above T/2 last them more than 10 s. A crunch, not a
+         * of its reserve, but 3 x 57.5 MiB above T/2 last them more than 8 s. A crunch, not a
          * lethal one: nobody is served first, nothing is claimed from consumers. */
         for (size_t i = 0; i < 3; i++) {
                 g[i].unused_kib = g[i].sample_headroom_kib = MIB(110);
@@ -2145,6 +2145,20 @@ static void test_adaptive_crunch_lethal(void)
         g_assert_true(sum.crunch);
         g_assert_cmpuint(sum.served_first, ==, 3);
         g_assert_cmpint(n, ==, 0);
+        /* At 6.5 MiB/s (106.75 MiB by now): 3 x 56.75 MiB above T/2 against 3 x 52 eaten in the
+         * 8 s of LETHAL_HORIZON: not lethal either (over 10 s it would be, 3 x 65: a shortfall
+         * the ramps' end may settle, as in real scenario 3). */
+        for (size_t i = 0; i < 3; i++)
+                g[i].use_rate_kib_s = g[i].peak_rate_kib_s = RATE_MIB_S(6.5);
+        n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_true(sum.crunch);
+        g_assert_cmpuint(sum.served_first, ==, 3);
+        g_assert_cmpint(n, ==, 0);
+        /* At 7.5 MiB/s (106.25 by now), 3 x 56.25 against 3 x 60: lethal. */
+        for (size_t i = 0; i < 3; i++)
+                g[i].use_rate_kib_s = g[i].peak_rate_kib_s = RATE_MIB_S(7.5);
+        n = adaptive_run(&s, H_KIB, g, 3, d, short_kib, &sum);
+        g_assert_cmpuint(sum.served_first, ==, 2);
 
         /* A consumer alone has nobody to be served before. */
         McGuest one = adaptive_guest(MIB(1024), MIB(60), RATE_MIB_S(15));
