@@ -574,12 +574,12 @@ static size_t extend_lead_reserve(const McPolicySettings *s, const McGuest *cons
  * order, when it is short itself, is served first: its usual need before anyone's; the other
  * consumers are brought back to T at most, with no reserve above it, and while the lead is
  * left short those holding more than it give what they hold above T and the fair band for
- * the lead's headroom (fair_band_kib: none once the lead is that far under T). They run short first,
- * and what their workloads give up (or their kernel kills) reaches the lead in time. Its
- * reserve is not extended as for a guest the admin ranked, and a lead that needs nothing is
- * shared as any guest: on real guests, in a crunch that shares to the MiB carry, a lead that
- * kept its excess (or was given more) cost another consumer its life (tests/e2e/README.md,
- * "The crunch"). Returns it, or n when the crunch is not lethal.
+ * the lead's headroom (fair_band_kib: none once the lead is CRUNCH_FAIR_BAND under T). They
+ * run short first, and what their workloads give up (or their kernel kills) reaches the lead
+ * in time. Its reserve is not extended as for a guest the admin ranked, and a lead that needs
+ * nothing is shared as any guest: on real guests, in a crunch that shares to the MiB carry, a
+ * lead that kept its excess (or was given more) cost another consumer its life
+ * (tests/e2e/README.md, "The crunch"). Returns it, or n when the crunch is not lethal.
  */
 static size_t lethal_lead(const McPolicySettings *s, const McGuest *const *guests, size_t n, const Work *w,
                           uint64_t avail)
@@ -1000,10 +1000,10 @@ ssize_t mc_policy_run(const McPolicySettings *s, const McPolicyInput *in, const 
                                 w[i].need_kib = 0;
                         }
         } else if (adaptive) {
-                if (crunch_adaptive(s, in, guests, n_guests, w, ranked, lethal, avail, &sum.granted_kib) <
-                    0) {
+                int r = crunch_adaptive(s, in, guests, n_guests, w, ranked, lethal, avail, &sum.granted_kib);
+                if (r < 0) {
                         free(w);
-                        return -ENOMEM;
+                        return r;
                 }
         } else
                 sum.granted_kib = share_by_weight(n_guests, w, avail);
