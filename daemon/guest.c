@@ -153,6 +153,7 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
 {
         uint64_t headroom = mc_guest_headroom_kib(g);
         uint64_t used = used_kib(g, ctx->dead_band_kib);
+        uint64_t size = size_kib(g, ctx->dead_band_kib);
         bool landing = false;
 
         /* libvirt's test driver reports figures that are a function of the balloon (unused =
@@ -190,7 +191,7 @@ static void fold_sample(McGuest *g, const McObserveContext *ctx)
          * a sample is the guest's headroom (what is free is free) but not its rate: the rate
          * stands, and the first sample once MemTotal stands still measures it over the whole
          * move (tests/e2e/README.md, "A grant landing"). */
-        landing = size_kib(g, ctx->dead_band_kib) >= g->sample_size_kib + ctx->dead_band_kib &&
+        landing = size >= g->sample_size_kib + ctx->dead_band_kib &&
                   g->last_update_seen - g->rate_stamp <= FROZEN_MAX_SEC;
         if (!landing) {
                 double dt = (double) (g->last_update_seen - g->rate_stamp);
@@ -235,7 +236,7 @@ keep:
         g->sample_unused_kib = g->unused_kib;
         g->sample_headroom_kib = headroom;
         g->sample_used_kib = used;
-        g->sample_size_kib = size_kib(g, ctx->dead_band_kib);
+        g->sample_size_kib = size;
 }
 
 static void drop_target(McGuest *g)

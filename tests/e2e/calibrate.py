@@ -312,8 +312,12 @@ def landing(paths) -> str:
                 held = float(r["held_mib"]) if r.get("held_mib") else None
                 by[r["guest"]].append((float(r["t"]), int(r["last_update"]), int(r["unused_kib"]) / MIB,
                                        int(r["available_kib"]) / MIB, held))
+        skipped = guests_measured_otherwise(p)
         for g, ss in by.items():
             fresh = [s for i, s in enumerate(ss) if i == 0 or s[1] != ss[i - 1][1]]
+            if g not in skipped:
+                for rule in (False, True):
+                    groups[("rate", rule)] += replay_rate(fresh, rule)
             for (t0, l0, u0, a0, h0), (t1, l1, u1, a1, h1) in zip(fresh, fresh[1:]):
                 if l1 - l0 != 1 or (u1 == u0 and a1 == a0):
                     continue  # a gap, or a frozen sample (calibrate.py --freeze)
@@ -332,13 +336,6 @@ def landing(paths) -> str:
                 else:
                     kind = "grew" if a1 >= a0 + 1 else "still"
                 groups[kind].append((a1 - a0) - (u1 - u0) - took)
-
-        for g, ss in by.items():
-            if skip_guest(p, g):
-                continue
-            fresh = [s for i, s in enumerate(ss) if i == 0 or s[1] != ss[i - 1][1]]
-            for rule in (False, True):
-                groups[("rate", rule)] += replay_rate(fresh, rule)
 
     def q(v, f):
         v = sorted(v)
@@ -361,14 +358,15 @@ def landing(paths) -> str:
     return "\n".join(out) + "\n"
 
 
-def skip_guest(path, guest) -> bool:
-    """A trace's guest with a disk or autodeflate: its use is measured otherwise (caches; actual)."""
+def guests_measured_otherwise(path) -> set:
+    """A trace's guests with a disk or autodeflate: their use is measured otherwise (caches;
+    actual), so their rate is not replayed; none for a file without a trace's JSON."""
     meta = os.path.splitext(path)[0] + ".json"
     if not os.path.exists(meta):
-        return False
+        return set()
     with open(meta) as fh:
-        g = json.load(fh)["guests"].get(guest, {})
-    return bool(g.get("disk_mib") or g.get("autodeflate"))
+        guests = json.load(fh)["guests"]
+    return {name for name, g in guests.items() if g.get("disk_mib") or g.get("autodeflate")}
 
 
 # guest.c's rate estimate, replayed: RATE_ALPHA_UP, RATE_ALPHA_DOWN, FROZEN_MAX_SEC, the dead band
