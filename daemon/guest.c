@@ -220,10 +220,22 @@ keep:
                 g->peak_used_kib = used;
                 g->peak_size_kib = used + headroom;
                 g->peak_used_usec = ctx->now_mono_usec;
+                g->fell_since_high = false;
         } else if (used + PEAK_USED_BAND_KIB >= g->peak_used_kib) {
                 g->peak_used_kib = used > g->peak_used_kib ? used : g->peak_used_kib;
                 g->peak_size_kib = used + headroom > g->peak_size_kib ? used + headroom : g->peak_size_kib;
                 g->peak_used_usec = ctx->now_mono_usec;
+                /* Back at a high after a fall, soon after we granted it memory or after it
+                 * last came back: a cyclic load, whose next high wants that memory again
+                 * (the policy's hold). Sitting at its high is no cycle: a workload held for
+                 * minutes is given back at once when it ends. */
+                uint64_t since =
+                        g->last_grant_usec > g->cycle_high_usec ? g->last_grant_usec : g->cycle_high_usec;
+                if (g->fell_since_high && since > 0 && ctx->now_mono_usec < since + PEAK_USED_USEC)
+                        g->cycle_high_usec = ctx->now_mono_usec;
+                g->fell_since_high = false;
+        } else {
+                g->fell_since_high = true;
         }
         if (!landing) {
                 g->rate_stamp = g->last_update_seen;

@@ -141,6 +141,10 @@ typedef struct McGuest {
         uint64_t peak_used_kib;       /* the most it used lately */
         uint64_t peak_used_usec;      /* monotonic time it last came near that (PEAK_USED_BAND) */
         uint64_t peak_size_kib;       /* the most use + headroom at those highs */
+        bool fell_since_high;         /* its use fell below the last high since it was there */
+        uint64_t cycle_high_usec;     /* monotonic time its use last came back to its high after
+                                       * a fall, within PEAK_USED of our last grant or of the
+                                       * previous such return (a cyclic load); 0 = none */
         bool frozen;                  /* the last reading was frozen */
         uint64_t last_grant_usec;     /* monotonic time of our last grant; 0 = never */
         uint64_t last_claim_usec;     /* monotonic time of our last claim; 0 = never */

@@ -762,11 +762,14 @@ static uint64_t hold_kib(const McPolicySettings *s, const McPolicyInput *in, con
                 double left = 1.0 - (double) (in->now_mono_usec - g->last_grant_usec) / GRANT_HOLD_USEC;
                 hold = rate_cover_kib(g->peak_rate_kib_s * left, horizon_usec(in));
         }
-        /* Only for a guest we granted memory: one that never asked (a kernel that booted and
-         * freed its init memory, a workload that fit) goes to its idle reserve at once. */
+        /* Only for a guest we granted memory within GRANT_HOLD, or whose load came back to
+         * its high since (a cyclic load: each high renews it, cycle_high_usec): one that
+         * never asked (a kernel that booted and freed its init memory, a workload that fit)
+         * goes to its idle reserve at once, and so does a workload held for minutes. */
         uint64_t high = g->peak_size_kib;
         uint64_t now = g->sample_used_kib + 2 * s->domain_threshold_kib;
-        if (recently_granted(in, g, GRANT_HOLD_USEC) && g->peak_used_usec > 0 &&
+        uint64_t wanted_at = max_u64(g->last_grant_usec, g->cycle_high_usec);
+        if (wanted_at > 0 && in->now_mono_usec < wanted_at + GRANT_HOLD_USEC && g->peak_used_usec > 0 &&
             in->now_mono_usec < g->peak_used_usec + GRANT_HOLD_USEC && mc_guest_use_fell(g) && high > now) {
                 uint64_t since = in->now_mono_usec - g->peak_used_usec;
                 double left = 1.0;

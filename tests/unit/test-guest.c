@@ -482,6 +482,54 @@ static void test_peak_use(void)
         mc_guest_clear(&g);
 }
 
+/* A load that comes back to its high after a fall, soon after a grant or after its last
+ * return, is cyclic: each return renews cycle_high_usec (the policy holds for it). Sitting at
+ * the high renews nothing, nor does a return long after. */
+static void test_cycle_high(void)
+{
+        McGuest g;
+        Clock c;
+        uint64_t actual = MIB(1024);
+
+        guest_new(&g, &c);
+        step(&g, &c, reading(actual, MIB(600), 0));
+        /* Never granted: its returns are no cycle of ours. */
+        step(&g, &c, reading(actual, MIB(300), 0));
+        step(&g, &c, reading(actual, MIB(600), 0));
+        step(&g, &c, reading(actual, MIB(300), 0));
+        g_assert_cmpuint(g.cycle_high_usec, ==, 0);
+
+        /* Granted; at its high for 5 s: still none. */
+        mc_guest_target_set(&g, actual, actual + MIB(50), MC_REASON_GRANT, c.mono, 1);
+        uint64_t grant_at = c.mono;
+        for (int i = 0; i < 5; i++)
+                step(&g, &c, reading(actual, MIB(300), 0));
+        g_assert_cmpuint(g.cycle_high_usec, ==, 0);
+        /* Down 250 MiB, then back near the high: a cycle. */
+        step(&g, &c, reading(actual, MIB(550), 0));
+        g_assert_true(g.fell_since_high);
+        step(&g, &c, reading(actual, MIB(310), 0));
+        g_assert_cmpuint(g.cycle_high_usec, ==, c.mono);
+        g_assert_false(g.fell_since_high);
+        /* Each return within 30 s of the last renews it, with no grant since. */
+        uint64_t last = c.mono;
+        while (c.mono < grant_at + SEC(50)) {
+                for (int i = 0; i < 10; i++)
+                        step(&g, &c, reading(actual, MIB(550), 0));
+                step(&g, &c, reading(actual, MIB(300), 0));
+                g_assert_cmpuint(g.cycle_high_usec, ==, c.mono);
+                g_assert_cmpuint(c.mono - last, <, SEC(30));
+                last = c.mono;
+        }
+        g_assert_cmpuint(c.mono, >, grant_at + SEC(30));
+        /* A return 40 s after the last: the high itself is forgotten by then, and no cycle. */
+        while (c.mono < last + SEC(40))
+                step(&g, &c, reading(actual, MIB(550), 0));
+        step(&g, &c, reading(actual, MIB(300), 0));
+        g_assert_cmpuint(g.cycle_high_usec, ==, last);
+        mc_guest_clear(&g);
+}
+
 static void test_headroom_and_cache(void)
 {
         McGuest g = { .unused_kib = MIB(80), .usable_kib = MIB(700), .disk_caches_kib = MIB(690) };
@@ -667,6 +715,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/guest/rate", test_rate);
         g_test_add_func("/guest/rate-landing", test_rate_landing);
         g_test_add_func("/guest/peak-use", test_peak_use);
+        g_test_add_func("/guest/cycle-high", test_cycle_high);
         g_test_add_func("/guest/headroom-and-cache", test_headroom_and_cache);
         g_test_add_func("/guest/limits", test_limits);
         g_test_add_func("/guest/meta-kept", test_meta_kept);

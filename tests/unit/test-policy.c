@@ -1721,8 +1721,9 @@ static void test_adaptive_hysteresis(void)
 }
 
 /* A guest we granted memory whose use then fell keeps the size it had at its high, whole for
- * 15 s, then less and less until 30 s: a cyclic load wants it back. Unless another guest is
- * short of it, or we never granted it anything. */
+ * 15 s, then less and less until 30 s: a cyclic load wants it back. So does one whose load came
+ * back to its high lately (cycle_high_usec). Unless another guest is short of it, or we never
+ * granted it anything. */
 static void test_adaptive_hold_peak_use(void)
 {
         McPolicySettings s = adaptive_defaults();
@@ -1759,6 +1760,16 @@ static void test_adaptive_hold_peak_use(void)
         g.last_grant_usec = 0;
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
         g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(35));
+        /* Granted 50 s ago, and held at its high since (a workload held for minutes): nothing
+         * held once it falls. */
+        g.last_grant_usec = SEC_AGO(50);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(35));
+        /* The same grant, but its load came back to its high 10 s ago, after a fall (a cycle
+         * longer than the hold, chained by its returns): held as after a grant. */
+        g.cycle_high_usec = SEC_AGO(10);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        g.cycle_high_usec = 0;
         g.last_grant_usec = SEC_AGO(12);
 
         /* Another guest is short and the host has nothing to give (a crunch): the held
