@@ -117,6 +117,7 @@ class GuestSpec:
     current_mib: int = 512
     max_mib: int = 1024
     disk_mib: int = 0       # a sparse raw image as /dev/vda (memdemand's cache steps)
+    weight: int = 0         # Weight= in the guest's [Domain] section; 0: none (the default, 100)
 
 
 @dataclass
@@ -251,9 +252,10 @@ scenario(Scenario(
 ))
 
 
-def crunch_guests() -> List[GuestSpec]:
+def crunch_guests(weights: Optional[Dict[str, int]] = None) -> List[GuestSpec]:
     """The crunches' three consumers: 600 MiB at 15 MiB/s, each from its own idle start."""
-    return [GuestSpec(r, "idle:25,ramp:600:40,hold:15,free,idle:25", max_mib=1536) for r in ("a", "b", "c")]
+    return [GuestSpec(r, "idle:25,ramp:600:40,hold:15,free,idle:25", max_mib=1536,
+                      weight=(weights or {}).get(r, 0)) for r in ("a", "b", "c")]
 
 
 scenario(Scenario(
@@ -278,6 +280,19 @@ scenario(Scenario(
     why="~270 MiB less than the three need at their OOM point (3 x ~758 MiB): at least one must die, "
         "and shared, all three do. Not in the suite: the kills are reported (README, \"The crunch\"), "
         "the budget and the claims asserted.",
+))
+
+
+scenario(Scenario(
+    key="crunch-ranked", slug="scenario-crunch-ranked",
+    title="ranked deep crunch: the deep crunch with b ranked above a and c (Weight=300)",
+    budget_mib=2000,
+    guests=crunch_guests({"b": 300}),
+    tail_s=0, oom_asserted=False, outcomes_asserted=False,
+    why="The deep crunch, in which at least one guest must die, in the admin's order: b (Weight=300) "
+        "is to live, a and c (the default 100) run short first. b boots neither first nor last and "
+        "its UUID is drawn at random, so only its weight can put it first. Not in the suite: the "
+        "kills are reported (README, \"The crunch\"), the budget and the claims asserted.",
 ))
 
 
@@ -369,6 +384,9 @@ def run_scenario(r: Run, a) -> Run:
         # recorder notes any that show up).
         for n in sorted(E.foreign_domains(E.PREFIX, ours=list(r.names.values()))):
             conf += f"\n[Domain {n}]\nExclude=true\n"
+        for g in sc.guests:
+            if g.weight:
+                conf += f"\n[Domain {r.names[g.role]}]\nWeight={g.weight}\n"
         r.daemon_log = os.path.join(work, "memcoordd.log")
         daemon = host.start_daemon(conf)
         r.t_daemon = time.time() - r.t0
@@ -1098,6 +1116,16 @@ class Analysis:
         self.check_budget_samples()
 
     checks_crunch_deep = checks_crunch
+
+    def checks_crunch_ranked(self, m) -> None:
+        self.check_budget_samples()
+        # The admin's order reached the daemon: every view of each guest shows its Weight=.
+        for g in self.r.sc.guests:
+            n = self.r.names[g.role]
+            want = g.weight or 100
+            seen = sorted({v[n]["weight"] for _, v in self.r.views.values() if n in v})
+            self.check(f"{n}: the daemon's weight is the config's", seen == [want],
+                       ", ".join(str(x) for x in seen) or "no view", str(want))
 
     def checks_sawtooth(self, m) -> None:
         sw, idle = self.r.names["saw"], self.r.names["idle"]
