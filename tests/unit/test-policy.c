@@ -1720,6 +1720,24 @@ static void test_adaptive_hysteresis(void)
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
 }
 
+/* Claims do not run ahead of the balloon: with more than 48 MiB of an earlier claim still to
+ * land, none; with less, the next (counted from the target in flight, as ever). */
+static void test_adaptive_claim_not_ahead(void)
+{
+        McPolicySettings s = adaptive_defaults();
+        McDecision d[1];
+
+        /* 800 MiB free after a workload freed; 100 MiB of the last claim still to land. */
+        McGuest g = adaptive_guest(MIB(2048), MIB(800), 0);
+        g.last_target_kib = MIB(2048) - MIB(100);
+        g.last_claim_usec = SEC_AGO(1);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        /* 40 MiB to land: 10 % of the 760 free it will have then, from the target in flight. */
+        g.last_target_kib = MIB(2048) - MIB(40);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(40) - MIB(76));
+}
+
 /* A guest we granted memory whose use then fell keeps the size it had at its high, whole for
  * 15 s, then less and less until 30 s: a cyclic load wants it back. So does one whose load came
  * back to its high lately (cycle_high_usec). Unless another guest is short of it, or we never
@@ -2247,6 +2265,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/policy/adaptive/rate", test_adaptive_rate);
         g_test_add_func("/policy/adaptive/page-cache", test_adaptive_page_cache);
         g_test_add_func("/policy/adaptive/hysteresis", test_adaptive_hysteresis);
+        g_test_add_func("/policy/adaptive/claim-not-ahead", test_adaptive_claim_not_ahead);
         g_test_add_func("/policy/adaptive/hold-peak-use", test_adaptive_hold_peak_use);
         g_test_add_func("/policy/adaptive/crunch-fair-band", test_adaptive_crunch_fair_band);
         g_test_add_func("/policy/adaptive/crunch-defers-donor", test_adaptive_crunch_defers_donor);
