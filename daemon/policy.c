@@ -50,9 +50,9 @@
  * (claim_base_kib), so at c = 10 % per tick the targets after a large free run ahead of a
  * balloon that inflates at 10-49 MiB/s here (tests/e2e/README.md): in the simulator, after a
  * 1.3 GiB workload freed, they ran 760 MiB ahead of its 25 MiB/s, and the guest's next ramp
- * met a balloon still inflating toward the idle reserve and was OOM-killed (on real guests,
- * e2e scenario 2 lost a guest still being claimed when its ramp began). Two ticks of the
- * balloon's speed keep the claims as fast as it is. */
+ * met a balloon still inflating toward the idle reserve and was OOM-killed (so was, on real
+ * guests, one still being claimed when its ramp began: tests/e2e/README.md, scenario 2).
+ * Two ticks of the balloon's speed keep the claims as fast as it is. */
 #define CLAIM_AHEAD_MAX_KIB MIB(48)
 /* How far ahead an over-commit is seen coming: long enough for a guest left to run short to
  * give its memory back (its workload's end or kill, then ~10 ticks of claims). */
@@ -881,8 +881,16 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                         keep += rate_cover_kib(w[i].rate_kib_s, horizon_usec(in));
                 if (behind)
                         keep = T + fair_band_kib(T, lead_low);
-                if (!sum->crunch && !wanted)
-                        keep += hold_kib(s, in, g);
+                /* Within its hold, a use still on its way down may be a cycle's descent (a
+                 * triangle load gives back for half its period): what it frees is claimed
+                 * once it stops falling or the hold runs out, not on the way down, to be
+                 * granted back on the way up. */
+                if (!sum->crunch && !wanted) {
+                        uint64_t hold = hold_kib(s, in, g);
+                        if (hold > 0 && g->use_rate_kib_s < -RATE_STEADY_KIB_S)
+                                continue;
+                        keep += hold;
+                }
                 /* Never more than the reading itself shows, less the claim in flight: the
                  * claim fraction holds against the freshest figure too. */
                 uint64_t seen = sub_sat(mc_guest_headroom_kib(g), g->actual_kib - claim_base_kib(g));
