@@ -884,10 +884,14 @@ static void adaptive_claims(const McPolicySettings *s, const McPolicyInput *in, 
                 /* Within its hold, a use still on its way down may be a cycle's descent (a
                  * triangle load gives back for half its period): what it frees is claimed
                  * once it stops falling or the hold runs out, not on the way down, to be
-                 * granted back on the way up. */
+                 * granted back on the way up. Once claims have begun, they go on: a claim
+                 * itself reads as a fall while the guest's MemTotal follows the balloon and
+                 * its MemFree stands still (on real guests such a reading held the claims of a
+                 * sawtooth's end back 9 s). */
                 if (!sum->crunch && !wanted) {
                         uint64_t hold = hold_kib(s, in, g);
-                        if (hold > 0 && g->use_rate_kib_s < -RATE_STEADY_KIB_S)
+                        if (hold > 0 && g->use_rate_kib_s < -RATE_STEADY_KIB_S &&
+                            !recently_claimed(in, g, FLIP_GUARD_USEC))
                                 continue;
                         keep += hold;
                 }

@@ -1763,6 +1763,11 @@ static void test_adaptive_hold_peak_use(void)
         /* The same with its use still falling (a triangle load's descent): nothing yet. */
         g.use_rate_kib_s = -RATE_MIB_S(5);
         g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 0);
+        /* Unless claims have begun (a claim reads as a fall while it lands): they go on. */
+        g.last_claim_usec = SEC_AGO(2);
+        g_assert_cmpint(adaptive_run(&s, PLENTY, &g, 1, d, NULL, NULL), ==, 1);
+        g_assert_cmpuint(d[0].to_kib, ==, MIB(2048) - MIB(35));
+        g.last_claim_usec = 0;
         g.use_rate_kib_s = 0;
         /* 35 s ago: forgotten. */
         g.peak_used_usec = SEC_AGO(35);
