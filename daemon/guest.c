@@ -87,6 +87,11 @@ uint64_t mc_guest_headroom_kib(const McGuest *g)
         return usable > g->unused_kib ? usable : g->unused_kib;
 }
 
+uint64_t mc_guest_wanted_usec(const McGuest *g)
+{
+        return g->last_grant_usec > g->cycle_high_usec ? g->last_grant_usec : g->cycle_high_usec;
+}
+
 bool mc_guest_use_fell(const McGuest *g)
 {
         return g->has_sample && g->peak_used_kib > g->sample_used_kib + PEAK_USED_BAND_KIB;
@@ -229,8 +234,7 @@ keep:
                  * last came back: a cyclic load, whose next high wants that memory again
                  * (the policy's hold). Sitting at its high is no cycle: a workload held for
                  * minutes is given back at once when it ends. */
-                uint64_t since =
-                        g->last_grant_usec > g->cycle_high_usec ? g->last_grant_usec : g->cycle_high_usec;
+                uint64_t since = mc_guest_wanted_usec(g);
                 if (g->fell_since_high && since > 0 && ctx->now_mono_usec < since + PEAK_USED_USEC)
                         g->cycle_high_usec = ctx->now_mono_usec;
                 g->fell_since_high = false;

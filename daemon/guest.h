@@ -214,6 +214,9 @@ uint64_t mc_guest_headroom_kib(const McGuest *g);
 /* Whether its use is well below its high of the last 30 s: a workload that ended, or that
  * its kernel killed. */
 bool mc_guest_use_fell(const McGuest *g);
+/* When its size last answered demand: our last grant, or a cyclic load's return to its high
+ * (cycle_high_usec), whichever came later; 0 = never. */
+uint64_t mc_guest_wanted_usec(const McGuest *g);
 
 /* The effective limits, "default" resolved: the one place that does. */
 McGuestLimits mc_guest_limits(uint64_t default_min_kib, const McGuest *g);

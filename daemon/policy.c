@@ -776,7 +776,7 @@ static uint64_t hold_kib(const McPolicySettings *s, const McPolicyInput *in, con
          * goes to its idle reserve at once, and so does a workload held for minutes. */
         uint64_t high = g->peak_size_kib;
         uint64_t now = g->sample_used_kib + 2 * s->domain_threshold_kib;
-        uint64_t wanted_at = max_u64(g->last_grant_usec, g->cycle_high_usec);
+        uint64_t wanted_at = mc_guest_wanted_usec(g);
         if (wanted_at > 0 && in->now_mono_usec < wanted_at + GRANT_HOLD_USEC && g->peak_used_usec > 0 &&
             in->now_mono_usec < g->peak_used_usec + GRANT_HOLD_USEC && mc_guest_use_fell(g) && high > now) {
                 uint64_t since = in->now_mono_usec - g->peak_used_usec;
